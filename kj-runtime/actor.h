@@ -1,0 +1,115 @@
+// The actor runtime: what one process is while it runs as an actor.
+
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/vector.h>
+#include "kj-runtime/identity.h"
+#include "kj-runtime/log.h"
+#include "kj-runtime/portal.h"
+#include "kj-runtime/task-group.h"
+
+namespace tractor {
+
+struct ActorOptions {
+  // How to start a child actor. Built by chaining, which also works inside coroutines (g++ 12
+  // cannot put braced lists of strings into a coroutine frame):
+  //
+  //     n.startActor("worker", tractor::enable("math", "io").withLogLevel("debug"))
+
+  kj::Vector<kj::String> enableModules;
+  // The modules (TRACTOR_EXPOSE names) the child serves; its capability list.
+  kj::Maybe<kj::String> logLevel;
+  // Defaults to the parent's level.
+
+  ActorOptions&& enable(kj::StringPtr module) && {
+    enableModules.add(kj::str(module));
+    return kj::mv(*this);
+  }
+  ActorOptions&& withLogLevel(kj::StringPtr level) && {
+    logLevel = kj::str(level);
+    return kj::mv(*this);
+  }
+};
+
+template <typename... Names>
+ActorOptions enable(Names&&... modules) {
+  // Options that enable the named modules.
+  ActorOptions options;
+  (options.enableModules.add(kj::str(modules)), ...);
+  return options;
+}
+
+class Actor {
+  // The one actor this process is: its identity, its event loop and timer, the modules it serves,
+  // and the tasks it runs on behalf of peers. Created by `tractor::main()` (the root) or by the
+  // child entry point; reachable from anywhere in the actor's code through `Actor::current()`.
+  //
+  // Every function a peer runs here is wrapped so that `cancel()` can end it; what must still
+  // finish after a cancellation (tearing down child actors, shielded cleanup) goes through the
+  // actor's shield keeper, which `cancel()` and the process exit wait for.
+public:
+  Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot);
+  ~Actor() noexcept(false);
+  KJ_DISALLOW_COPY(Actor);
+
+  static Actor& current();
+  // The actor running in this thread; raises `tractor::NoRuntime` if there is none.
+  static kj::Maybe<Actor&> tryCurrent();
+
+  const ActorId& id() const { return id_; }
+  bool isRoot() const { return isRoot_; }
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+  kj::AsyncIoContext& io() { return io_; }
+
+  kj::Maybe<Portal> parent() const;
+  // A portal to the parent actor (null in the root). Calls through it run in the parent's
+  // enabled modules.
+
+  void enableModules(kj::ArrayPtr<const kj::String> modules);
+  // Adds modules this actor serves; each must have functions registered in this executable.
+  bool isModuleEnabled(kj::StringPtr module) const;
+  kj::ArrayPtr<const kj::String> enabledModules() const { return modules; }
+
+  schema::Actor::Client serve(kj::Maybe<ActorId> peer);
+  // A new capability to this actor, for `peer` (used in logs and as the canceller's identity).
+
+  kj::Promise<Value> invoke(schema::Call::Reader call);
+  // Runs one call from a peer: refuses modules that are not enabled (ModuleNotExposed) and
+  // unknown functions (FunctionNotFound); the running call ends with ContextCancelled when the
+  // actor is cancelled.
+
+  kj::Promise<void> cancel(kj::StringPtr requester);
+  // Cancels every task run on behalf of peers (and the root function), then waits for the
+  // shielded cleanup they leave behind (child actors being torn down). Idempotent: later calls
+  // wait for the same teardown.
+  bool cancelCalled() const { return cancelled != nullptr; }
+
+  kj::Promise<void> wrapTask(kj::Promise<void> task);
+  // Makes `task` end (with ContextCancelled) when the actor is cancelled.
+
+  ShieldKeeper& shieldKeeper() { return keeper; }
+
+  // ---- the child's side of the spawn handshake ----------------------------------------------
+  ActorId start(schema::SpawnSpec::Reader spec, schema::Actor::Client parent);
+  // Becomes the actor `spec` describes. Raises if the actor was already started or an enabled
+  // module is unknown to this executable.
+  kj::Promise<void> mainTaskOutcome(schema::Outcome::Builder outcome);
+  // Fills `outcome` with the main task's result once it is done (NoResult if there is none).
+
+private:
+  kj::AsyncIoContext& io_;
+  ActorId id_;
+  bool isRoot_;
+  bool started = false;
+  kj::Vector<kj::String> modules;
+  kj::Maybe<Portal> parent_;
+  kj::Canceler canceler;
+  ShieldKeeper keeper;
+  kj::Maybe<kj::ForkedPromise<void>> cancelled;
+  kj::Maybe<kj::ForkedPromise<void>> mainTask;
+  kj::Maybe<Value> mainValue;
+  kj::Maybe<kj::Exception> mainError;
+};
+
+}  // namespace tractor

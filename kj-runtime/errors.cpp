@@ -1,0 +1,229 @@
+// Error boxing and the remote-error description layout. See errors.h.
+
+#include "kj-runtime/errors.h"
+
+#include <kj/debug.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+namespace tractor {
+
+namespace {
+
+const char REMOTE_PREFIX[] = "RemoteActorError: ";
+
+kj::Maybe<size_t> find(kj::StringPtr text, kj::StringPtr needle) {
+  const char* at = strstr(text.cStr(), needle.cStr());
+  if (at == nullptr) return nullptr;
+  return static_cast<size_t>(at - text.cStr());
+}
+
+bool isTyped(const kj::Exception& e) {
+  // Compared by content, not address: a static library may hold several copies of the literal.
+  return strcmp(e.getFile(), CXX_EXCEPTION_FILE) == 0;
+}
+
+kj::String escapeLine(kj::StringPtr text) {
+  // One line of text: backslashes and newlines are escaped.
+  kj::Vector<char> out(text.size() + 1);
+  for (char c: text) {
+    if (c == '\\') {
+      out.addAll(kj::StringPtr("\\\\"));
+    } else if (c == '\n') {
+      out.addAll(kj::StringPtr("\\n"));
+    } else {
+      out.add(c);
+    }
+  }
+  out.add('\0');
+  return kj::String(out.releaseAsArray());
+}
+
+kj::String unescapeLine(kj::ArrayPtr<const char> text) {
+  kj::Vector<char> out(text.size() + 1);
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] == '\\' && i + 1 < text.size()) {
+      out.add(text[i + 1] == 'n' ? '\n' : text[i + 1]);
+      i++;
+    } else {
+      out.add(text[i]);
+    }
+  }
+  out.add('\0');
+  return kj::String(out.releaseAsArray());
+}
+
+kj::Array<kj::ArrayPtr<const char>> split(kj::ArrayPtr<const char> text, char sep) {
+  kj::Vector<kj::ArrayPtr<const char>> parts;
+  size_t start = 0;
+  for (size_t i = 0; i <= text.size(); i++) {
+    if (i == text.size() || text[i] == sep) {
+      parts.add(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  return parts.releaseAsArray();
+}
+
+kj::String idFields(const ActorId& id) { return kj::str(id.name, ' ', id.uuid, ' ', id.pid); }
+
+kj::Maybe<ActorId> parseIdFields(kj::ArrayPtr<const char> text) {
+  auto fields = split(text, ' ');
+  if (fields.size() < 3) return nullptr;
+  auto pid = strtoul(kj::str(fields[2]).cStr(), nullptr, 10);
+  return ActorId{kj::str(fields[0]), kj::str(fields[1]), static_cast<uint32_t>(pid)};
+}
+
+bool startsWith(kj::ArrayPtr<const char> text, kj::StringPtr prefix) {
+  return text.size() >= prefix.size() && memcmp(text.begin(), prefix.begin(), prefix.size()) == 0;
+}
+
+kj::String stackOf(const kj::Exception& e) {
+  // Where the error was raised: file and line, the KJ context chain, and the raw trace addresses
+  // (symbolize with `addr2line -e <exe>`; symbolizing here would spawn processes).
+  kj::Vector<kj::String> lines;
+  lines.add(kj::str(e.getFile(), ':', e.getLine()));
+  for (auto ctx = e.getContext(); ctx != nullptr;) {
+    KJ_IF_MAYBE(c, ctx) {
+      lines.add(kj::str(c->file, ':', c->line, ": context: ", c->description));
+      const kj::Exception::Context* next = nullptr;
+      KJ_IF_MAYBE(n, c->next) {
+        next = n->get();
+      }
+      ctx = next == nullptr ? kj::Maybe<const kj::Exception::Context&>(nullptr) : *next;
+    }
+  }
+  char exe[512];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe[n < 0 ? 0 : n] = '\0';
+  lines.add(kj::str("trace (", exe, "): ", kj::stringifyStackTraceAddresses(e.getStackTrace())));
+  return kj::strArray(lines, "\n");
+}
+
+}  // namespace
+
+kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
+                         kj::Exception::Type type) {
+  return kj::Exception(type, CXX_EXCEPTION_FILE, 0, kj::str(typeName, ": ", message));
+}
+
+kj::Maybe<kj::String> typedErrorName(const kj::Exception& e) {
+  if (!isTyped(e)) return nullptr;
+  auto desc = e.getDescription();
+  KJ_IF_MAYBE(pos, find(desc, ": ")) {
+    return kj::heapString(desc.slice(0, *pos));
+  }
+  return nullptr;
+}
+
+kj::String errorTypeName(const kj::Exception& e) {
+  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
+    return kj::mv(remote->boxedType);
+  }
+  KJ_IF_MAYBE(name, typedErrorName(e)) {
+    return kj::mv(*name);
+  }
+  return kj::str("kj::Exception");
+}
+
+kj::Maybe<RemoteActorError> RemoteActorError::from(const kj::Exception& e) {
+  auto desc = e.getDescription();
+  if (!desc.startsWith(REMOTE_PREFIX)) return nullptr;
+  RemoteActorError result;
+  auto stackMarker = "\n remote stack:\n"_kj;
+  kj::ArrayPtr<const char> head = desc.asArray();
+  KJ_IF_MAYBE(pos, find(desc, stackMarker)) {
+    head = desc.slice(0, *pos);
+    result.remoteStack = kj::str(desc.slice(*pos + stackMarker.size()));
+  } else {
+    result.remoteStack = kj::str();
+  }
+  auto lines = split(head, '\n');
+  auto first = lines[0].slice(strlen(REMOTE_PREFIX), lines[0].size());
+  size_t colon = 0;
+  while (colon + 1 < first.size() && !(first[colon] == ':' && first[colon + 1] == ' ')) colon++;
+  if (colon + 1 >= first.size()) return nullptr;
+  result.boxedType = kj::str(first.slice(0, colon));
+  result.message = unescapeLine(first.slice(colon + 2, first.size()));
+  result.srcType = kj::str(result.boxedType);
+  for (auto& line: lines.slice(1, lines.size())) {
+    if (startsWith(line, " src: ")) {
+      auto fields = line.slice(6, line.size());
+      KJ_IF_MAYBE(id, parseIdFields(fields)) {
+        result.src = kj::mv(*id);
+      }
+      auto parts = split(fields, ' ');
+      if (parts.size() >= 4) result.srcType = kj::str(parts[3]);
+    } else if (startsWith(line, " relay: ")) {
+      for (auto& hop: split(line.slice(8, line.size()), ';')) {
+        auto trimmed = hop.size() > 0 && hop[0] == ' ' ? hop.slice(1, hop.size()) : hop;
+        KJ_IF_MAYBE(id, parseIdFields(trimmed)) {
+          result.relayPath.add(kj::mv(*id));
+        }
+      }
+    }
+  }
+  if (result.relayPath.size() == 0) result.relayPath.add(result.src.clone());
+  return kj::mv(result);
+}
+
+kj::Exception RemoteActorError::toException() const {
+  auto relay = KJ_MAP(hop, relayPath) { return idFields(hop); };
+  auto desc = kj::str(REMOTE_PREFIX, boxedType, ": ", escapeLine(message), "\n src: ",
+                      idFields(src), ' ', srcType, "\n relay: ", kj::strArray(relay, "; "),
+                      "\n remote stack:\n", remoteStack);
+  return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::mv(desc));
+}
+
+bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType) {
+  KJ_IF_MAYBE(r, RemoteActorError::from(e)) {
+    return r->boxedType == boxedType || r->srcType == boxedType;
+  }
+  return false;
+}
+
+void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self) {
+  builder.setKjType(static_cast<uint8_t>(e.getType()));
+  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
+    builder.setBoxedType("RemoteActorError");
+    builder.setSrcType(remote->srcType);
+    builder.setMessage(remote->message);
+    remote->src.copyTo(builder.initSrc());
+    auto path = builder.initRelayPath(remote->relayPath.size() + 1);
+    for (auto i: kj::indices(remote->relayPath)) remote->relayPath[i].copyTo(path[i]);
+    self.copyTo(path[remote->relayPath.size()]);
+    builder.setRemoteStack(remote->remoteStack);
+    return;
+  }
+  auto desc = e.getDescription();
+  KJ_IF_MAYBE(name, typedErrorName(e)) {
+    builder.setBoxedType(*name);
+    builder.setSrcType(*name);
+    builder.setMessage(desc.slice(name->size() + 2));
+  } else {
+    builder.setBoxedType("kj::Exception");
+    builder.setSrcType("kj::Exception");
+    builder.setMessage(desc);
+  }
+  self.copyTo(builder.initSrc());
+  self.copyTo(builder.initRelayPath(1)[0]);
+  builder.setRemoteStack(stackOf(e));
+}
+
+kj::Exception unboxError(schema::Error::Reader reader) {
+  RemoteActorError error;
+  error.boxedType = kj::str(reader.getBoxedType());
+  error.srcType = kj::str(reader.getSrcType());
+  error.message = kj::str(reader.getMessage());
+  error.src = ActorId::fromReader(reader.getSrc());
+  for (auto hop: reader.getRelayPath()) error.relayPath.add(ActorId::fromReader(hop));
+  if (error.relayPath.size() == 0) error.relayPath.add(error.src.clone());
+  error.remoteStack = kj::str(reader.getRemoteStack());
+  // A malformed error (from a hostile or broken peer) must still print sensibly.
+  if (error.boxedType.size() == 0) error.boxedType = kj::str("kj::Exception");
+  if (error.srcType.size() == 0) error.srcType = kj::str(error.boxedType);
+  return error.toException();
+}
+
+}  // namespace tractor

@@ -1,0 +1,99 @@
+// Errors that cross process boundaries: typed local errors, boxing, `RemoteActorError`.
+//
+// Inside one actor every error is a `kj::Exception` (that is all a kj::Promise can carry). Two
+// conventions give those exceptions the structure tractor's errors need:
+//
+// - A *typed* error has `getFile() == CXX_EXCEPTION_FILE` and a description of the form
+//   "<type name>: <message>". Foreign C++ exceptions become typed errors when they escape a
+//   coroutine or a called function (`currentExceptionAsKj()`), and the runtime raises its own
+//   errors this way (`typedError("tractor::ModuleNotExposed", ...)`).
+// - A *remote* error is one that came from another actor: `RemoteActorError::toException()`
+//   writes its fields into the description in a fixed, readable layout, and
+//   `RemoteActorError::from()` reads them back, so the structure survives any number of copies,
+//   promise hops and relays:
+//
+//       RemoteActorError: std::runtime_error: boom
+//        src: worker 5c0e...-uuid 4242 std::runtime_error
+//        relay: worker 5c0e...-uuid 4242; parent 77aa...-uuid 4241
+//        remote stack:
+//       <stack text>
+//
+// `boxError()` turns any kj::Exception into the wire form (`schema::Error`); `unboxError()` turns
+// the wire form back into a remote-error kj::Exception at the receiver.
+
+#pragma once
+
+#include <kj/exception.h>
+#include <kj/vector.h>
+#include "kj-runtime/coro.h"
+#include "kj-runtime/identity.h"
+
+namespace tractor {
+
+constexpr kj::StringPtr MODULE_NOT_EXPOSED = "tractor::ModuleNotExposed"_kj;
+// Raised at the caller when it calls into a module the remote actor does not serve.
+constexpr kj::StringPtr FUNCTION_NOT_FOUND = "tractor::FunctionNotFound"_kj;
+// An enabled module has no function of that name.
+constexpr kj::StringPtr BAD_ARGUMENTS = "tractor::BadArguments"_kj;
+// The arguments of a call did not convert to the function's parameters.
+constexpr kj::StringPtr CONTEXT_CANCELLED = "tractor::ContextCancelled"_kj;
+// A remote task was cancelled (its actor was cancelled, or its caller went away).
+constexpr kj::StringPtr TRANSPORT_CLOSED = "tractor::TransportClosed"_kj;
+// The connection to a peer was lost.
+constexpr kj::StringPtr NO_RUNTIME = "tractor::NoRuntime"_kj;
+// A runtime API was used in a thread with no actor running.
+constexpr kj::StringPtr ACTOR_TOO_SLOW = "tractor::ActorTooSlowError"_kj;
+// A peer did not acknowledge a cancel request in time.
+constexpr kj::StringPtr TOO_SLOW = "TooSlowError"_kj;
+// A deadline (`failAfter`) passed.
+constexpr kj::StringPtr NO_RESULT = "tractor::NoResult"_kj;
+// `waitForResult()` on an actor without a main task.
+
+kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
+                         kj::Exception::Type type = kj::Exception::Type::FAILED);
+// A local error of the named type (see the file comment).
+
+kj::Maybe<kj::String> typedErrorName(const kj::Exception& e);
+// The type name of a typed error; null for a plain kj::Exception.
+
+kj::String errorTypeName(const kj::Exception& e);
+// The name an error goes by: a remote error's boxed type, a typed error's type, "kj::Exception"
+// for anything else.
+
+class RemoteActorError {
+  // An error raised in another actor, unpacked. Obtain one with `from()`.
+public:
+  kj::String boxedType;
+  // The type of the boxed error; "RemoteActorError" when another actor relayed it.
+  kj::String srcType;
+  // The type at the source actor.
+  kj::String message;
+  ActorId src;
+  // The actor in which the error was raised.
+  kj::Vector<ActorId> relayPath;
+  // Every actor the error passed through, the source first, the last hop last.
+  kj::String remoteStack;
+
+  static kj::Maybe<RemoteActorError> from(const kj::Exception& e);
+  // Unpacks a remote error; null when `e` did not come from another actor.
+
+  kj::Exception toException() const;
+  // The kj::Exception (FAILED) that carries this error inside an actor.
+
+  bool isInception() const { return relayPath.size() > 1; }
+  // True when the error was relayed through at least one actor other than its source.
+  const ActorId& relayUid() const { return relayPath.back(); }
+  // The last actor the error passed through before reaching us.
+};
+
+bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType);
+// True when `e` is a remote error whose boxed type (or source type) is `boxedType`.
+
+void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self);
+// Packs `e` for sending to a peer. A remote error is relayed: its source fields are kept, its
+// boxed type becomes "RemoteActorError" and `self` is appended to its relay path.
+
+kj::Exception unboxError(schema::Error::Reader reader);
+// The remote-error kj::Exception for a received error.
+
+}  // namespace tractor

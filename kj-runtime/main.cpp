@@ -1,0 +1,91 @@
+// Booting the root actor. See main.h.
+
+#include "kj-runtime/main.h"
+
+#include <kj/debug.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "devx/proctitle.h"
+#include "spawn/exec-spawn.h"
+
+namespace tractor {
+
+namespace {
+
+void applyLogLevel(kj::Maybe<kj::StringPtr> fallback) {
+  // TRACTOR_LOGLEVEL wins; it is inherited by every child through the environment as well.
+  const char* env = getenv("TRACTOR_LOGLEVEL");
+  kj::Maybe<kj::StringPtr> name = env != nullptr ? kj::Maybe<kj::StringPtr>(env) : fallback;
+  KJ_IF_MAYBE(n, name) {
+    KJ_IF_MAYBE(level, parseLogLevel(*n)) {
+      setLogLevel(*level);
+    } else {
+      fprintf(stderr, "tractor: unknown log level '%s' (use error, warning, info, runtime, debug "
+              "or trace)\n", n->cStr());
+    }
+  }
+}
+
+kj::Promise<int> firstSignal(kj::UnixEventPort& port) {
+  return port.onSignal(SIGINT)
+      .then([](siginfo_t) { return SIGINT; })
+      .exclusiveJoin(port.onSignal(SIGTERM).then([](siginfo_t) { return SIGTERM; }));
+}
+
+}  // namespace
+
+RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
+  validateActorName(options.name);
+  if (options.handleSignals) {
+    kj::UnixEventPort::captureSignal(SIGINT);
+    kj::UnixEventPort::captureSignal(SIGTERM);
+  }
+  auto io = kj::setupAsyncIo();
+  LogSink sink;
+  applyLogLevel(options.logLevel);
+  Actor actor(io, ActorId{kj::str(options.name), newUuid(), static_cast<uint32_t>(getpid())},
+              true);
+  actor.enableModules(options.enableModules);
+
+  RootResult result;
+  auto body = actor.wrapTask(kj::evalNow([&]() { return rootFn(); }))
+                  .then([]() { return 0; });
+  if (options.handleSignals) {
+    body = body.exclusiveJoin(firstSignal(io.unixEventPort).then([&actor](int signo) {
+      TRACTOR_LOG(WARNING, "received ", strsignal(signo), ": cancelling the actor tree");
+      (void)actor;
+      return signo;
+    }));
+  }
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { result.signal = body.wait(io.waitScope); })) {
+    result.error = kj::mv(*e);
+  }
+  // The root function is gone; children it left behind are being torn down under the shield.
+  actor.shieldKeeper().drain().wait(io.waitScope);
+  return result;
+}
+
+bool isChildProcess() { return getenv(CHILD_FD_ENV) != nullptr; }
+
+int mainWithRoot(int argc, char** argv, RootOptions options,
+                 kj::Function<kj::Promise<void>()> rootFn) {
+  initProcessTitle(argc, argv);
+  if (isChildProcess()) return childMain();
+  auto result = runRoot(kj::mv(options), kj::mv(rootFn));
+  KJ_IF_MAYBE(e, result.error) {
+    KJ_IF_MAYBE(remote, RemoteActorError::from(*e)) {
+      fprintf(stderr, "error: %s: %s\n  raised in actor %s\n%s\n", remote->boxedType.cStr(),
+              remote->message.cStr(), remote->src.toString().cStr(),
+              remote->remoteStack.cStr());
+    } else {
+      fprintf(stderr, "error: %s\n", kj::str(*e).cStr());
+    }
+    return 1;
+  }
+  if (result.signal != 0) return 128 + result.signal;
+  return 0;
+}
+
+}  // namespace tractor

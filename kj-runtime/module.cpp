@@ -1,0 +1,63 @@
+// The function registry. See module.h.
+
+#include "kj-runtime/module.h"
+
+#include <kj/map.h>
+
+namespace tractor {
+
+namespace {
+
+struct Registry {
+  kj::Vector<kj::Own<FunctionInfo>> functions;
+  kj::HashMap<kj::String, const FunctionInfo*> byName;
+  // Keyed "module\0function"-style as "module.function".
+  kj::HashMap<uintptr_t, const FunctionInfo*> byAddress;
+};
+
+Registry& registry() {
+  // Constructed on first use, so registrations from any translation unit's static initialisers
+  // find it ready.
+  static Registry instance;
+  return instance;
+}
+
+}  // namespace
+
+namespace _ {
+
+void registerFunction(FunctionInfo info) {
+  auto& reg = registry();
+  auto key = kj::str(info.module, '.', info.name);
+  KJ_REQUIRE(reg.byName.find(key) == nullptr, "function exposed twice", key);
+  auto owned = kj::heap<FunctionInfo>(info);
+  reg.byName.insert(kj::mv(key), owned.get());
+  reg.byAddress.upsert(reinterpret_cast<uintptr_t>(info.address), owned.get(),
+                       [](const FunctionInfo*&, const FunctionInfo*) {});
+  reg.functions.add(kj::mv(owned));
+}
+
+}  // namespace _
+
+kj::Maybe<const FunctionInfo&> findFunction(kj::StringPtr module, kj::StringPtr name) {
+  KJ_IF_MAYBE(info, registry().byName.find(kj::str(module, '.', name))) {
+    return **info;
+  }
+  return nullptr;
+}
+
+kj::Maybe<const FunctionInfo&> findFunction(ErasedFunction address) {
+  KJ_IF_MAYBE(info, registry().byAddress.find(reinterpret_cast<uintptr_t>(address))) {
+    return **info;
+  }
+  return nullptr;
+}
+
+bool moduleExists(kj::StringPtr module) {
+  for (auto& f: registry().functions) {
+    if (f->module == module) return true;
+  }
+  return false;
+}
+
+}  // namespace tractor

@@ -1,0 +1,94 @@
+// Portal. See portal.h.
+
+#include "kj-runtime/portal.h"
+
+#include "kj-runtime/actor.h"
+#include "kj-runtime/log.h"
+
+namespace tractor {
+
+Portal::Portal(schema::Actor::Client capability, ActorId id)
+    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id))) {}
+
+kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
+  if (e.getType() != kj::Exception::Type::DISCONNECTED) return kj::cp(e);
+  return typedError(TRANSPORT_CLOSED,
+                    kj::str("connection to actor ", peer.toString(), " lost: ",
+                            e.getDescription()),
+                    kj::Exception::Type::DISCONNECTED);
+}
+
+namespace {
+
+kj::Promise<Value> outcomeValue(schema::Outcome::Reader outcome) {
+  if (outcome.isError()) return unboxError(outcome.getError());
+  return Value(outcome.getValue());
+}
+
+}  // namespace
+
+kj::Promise<Value> Portal::send(
+    capnp::Request<schema::Actor::RunParams, schema::Actor::RunResults>&& request) {
+  return request.send().then(
+      [](capnp::Response<schema::Actor::RunResults>&& response) {
+        return outcomeValue(response.getOutcome());
+      },
+      [peer = state->id.clone()](kj::Exception&& e) -> kj::Promise<Value> {
+        return transportError(e, peer);
+      });
+}
+
+kj::Promise<Value> Portal::resultValue() {
+  KJ_IF_MAYBE(fork, state->result) {
+    return fork->addBranch().then([self = kj::addRef(*state)]() -> kj::Promise<Value> {
+      KJ_IF_MAYBE(e, self->resultError) {
+        return kj::cp(*e);
+      }
+      KJ_IF_MAYBE(v, self->resultValue) {
+        return v->clone();
+      }
+      KJ_UNREACHABLE;
+    });
+  }
+  auto& self = *state;
+  auto done = self.capability.waitForResultRequest().send().then(
+      [&self](capnp::Response<schema::Actor::WaitForResultResults>&& response) {
+        auto outcome = response.getOutcome();
+        if (outcome.isError()) {
+          self.resultError = unboxError(outcome.getError());
+        } else {
+          self.resultValue = Value(outcome.getValue());
+        }
+      },
+      [&self](kj::Exception&& e) { self.resultError = transportError(e, self.id); });
+  // The fork is owned by the state, so `&self` outlives it.
+  state->result = done.fork();
+  return resultValue();
+}
+
+kj::Promise<bool> Portal::cancelActor(kj::Duration timeout, bool raiseOnTimeout) {
+  auto& actor = Actor::current();
+  auto peer = state->id.clone();
+  TRACTOR_LOG(RUNTIME, "requesting cancel of actor ", peer.toString());
+  auto acked = state->capability.cancelRequest().send().then(
+      [](capnp::Response<schema::Actor::CancelResults>&& response) {
+        return response.getAcknowledged();
+      },
+      [peer = peer.clone()](kj::Exception&& e) {
+        // Already gone: nothing left to cancel.
+        TRACTOR_LOG(RUNTIME, "cancel of ", peer.toString(), " found it gone: ",
+                    e.getDescription());
+        return false;
+      });
+  auto tooSlow = actor.timer().afterDelay(timeout).then(
+      [peer = kj::mv(peer), timeout, raiseOnTimeout]() -> kj::Promise<bool> {
+        auto message = kj::str("actor ", peer.toString(), " did not acknowledge a cancel within ",
+                               timeout);
+        if (raiseOnTimeout) return typedError(ACTOR_TOO_SLOW, message);
+        TRACTOR_LOG(WARNING, message);
+        return false;
+      });
+  return acked.exclusiveJoin(kj::mv(tooSlow));
+}
+
+}  // namespace tractor

@@ -1,0 +1,267 @@
+// Structured concurrency inside one actor: task groups (trio's nurseries and cancel scopes),
+// deadlines and shielded cleanup, built on KJ promises and `tractor::Task` coroutines.
+//
+// Cancellation is KJ's: dropping a promise destroys the work behind it (a coroutine's frame, with
+// its locals and whatever it is awaiting). A task group never destroys a task from inside that
+// task's own frame or from inside its own TaskSet's callbacks: cancellation is delivered in an
+// event-loop turn of its own, so a task may safely cancel the group it belongs to.
+
+#pragma once
+
+#include "kj-runtime/coro.h"
+
+#include <kj/async.h>
+#include <kj/debug.h>
+#include <kj/time.h>
+#include <kj/timer.h>
+#include <kj/vector.h>
+#include <stddef.h>
+#include <type_traits>
+
+namespace tractor {
+
+namespace _ {  // private
+template <typename Func>
+class TaskGroupHolder;
+}  // namespace _
+
+class TaskGroup final: private kj::TaskSet::ErrorHandler {
+  // tractor's in-actor nursery: a scope owning child tasks. Obtained only through
+  // `openTaskGroup(block)`, which runs `block(group)` and completes once the block and every child
+  // task have finished.
+  //
+  // Ownership: the group lives in heap state owned by the promise `openTaskGroup` returns; the
+  // reference handed to the block is valid until that promise resolves or is dropped, which
+  // outlasts the block and every child. Child tasks are owned by the group: they are cancelled
+  // (destroyed) when the group is cancelled, fails, or is dropped.
+  //
+  // Failure: the first error (from the block or a child) is recorded, every other task is
+  // cancelled, and the group's promise is rejected with that error once everything has stopped.
+  // Errors arriving after the first one are logged and dropped.
+  //
+  // Not thread-safe: use a group only on the thread of the event loop that runs it.
+
+public:
+  ~TaskGroup() noexcept(false);
+  KJ_DISALLOW_COPY(TaskGroup);
+
+  void start(kj::Promise<void> task);
+  // Makes `task` a child of the group (a `Task<void>` converts, which starts its body). The group
+  // then owns it until it finishes. A task started after `cancel()` (or after a failure) is dropped
+  // at once: a coroutine's body runs up to its first suspension and no further. Starting a task in
+  // a group whose block and children have all finished is a bug in the caller (KJ_REQUIRE).
+
+  void cancel();
+  // Cancels the block and every child task; the group then completes normally (unless a task had
+  // already failed). Like trio's `nursery.cancel_scope.cancel()`. Safe to call from the block or
+  // from a child: the tasks are destroyed in a later event-loop turn, never inside the caller.
+  // Calling it again does nothing.
+
+  bool cancelCalled() const { return cancelRequested; }
+  // True once `cancel()` was called or a task failed (a failure cancels the group).
+
+  size_t size() const { return running; }
+  // The number of child tasks that have not finished yet (the block is not counted).
+
+private:
+  kj::Own<kj::PromiseFulfiller<void>> cancelFulfiller;
+  kj::ForkedPromise<void> cancelled;
+  // Resolves (via `cancelFulfiller`) when the group is cancelled; every task is joined with a
+  // branch of it, and the branch's turn is where the task is dropped.
+  kj::Own<kj::PromiseFulfiller<void>> doneFulfiller;
+  kj::Maybe<kj::Promise<void>> done;
+  // Fulfilled when the last task finishes; `join` consumes `done`.
+  kj::Maybe<kj::Exception> firstError;
+  size_t running = 0;
+  size_t outstanding = 0;
+  // `running` counts child tasks, `outstanding` also the block.
+  bool cancelRequested = false;
+  bool closed = false;
+  // Set once `outstanding` dropped to zero: everything has finished and no task may start.
+  kj::TaskSet tasks;
+  // Last, so that it is destroyed first while the rest of the group is still intact.
+
+  TaskGroup();
+
+  void openBlock();
+  // Counts the block as outstanding before it is called, so that children it starts
+  // synchronously cannot close the group.
+  kj::Promise<void> join(kj::Promise<void> block);
+  // Adopts the block's promise and returns the promise for the whole group.
+  void add(kj::Promise<void> task, bool isBlock);
+  void finished(bool isBlock);
+  void fail(kj::Exception&& exception);
+  void taskFailed(kj::Exception&& exception) override;
+
+  template <typename Func>
+  friend class _::TaskGroupHolder;
+};
+
+template <typename Func>
+kj::Promise<void> openTaskGroup(Func&& block);
+// Opens a task group, calls `block(group)` (a callable taking `TaskGroup&` and returning
+// `kj::Promise<void>` or `Task<void>`), and returns a promise that resolves when the block and
+// all child tasks have finished. The callable is moved into heap state owned by the returned
+// promise and kept alive until the group is destroyed, so a capturing lambda coroutine is a safe
+// block (its captures, not the objects they refer to). Child coroutines started with
+// `TaskGroup::start` get no such guarantee: take their parameters by value.
+//
+// The first failure (of the block or a child) cancels every other task and is raised; dropping
+// the returned promise cancels everything at once (destroys the block and every child).
+
+template <typename T>
+  requires (!std::is_void_v<T>)
+kj::Promise<kj::Maybe<T>> moveOnAfter(kj::Timer& timer, kj::Duration timeout,
+                                      kj::Promise<T> promise);
+kj::Promise<bool> moveOnAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<void> promise);
+// Like trio's `move_on_after`: runs `promise` with a deadline `timeout` from now on `timer`.
+// Resolves to the value (or `true` for void) if the work completes in time, or to null (`false`)
+// once the deadline passes, in which case the work has been cancelled (destroyed). Errors from
+// the work propagate. `timer` must outlive the returned promise. A `Task<T>` is passed as
+// `toPromise(task)`; a `Task<void>` converts implicitly.
+
+template <typename T>
+kj::Promise<T> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<T> promise);
+kj::Promise<void> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<void> promise);
+// Like trio's `fail_after`: as `moveOnAfter`, but a missed deadline cancels the work and rejects
+// the promise with an OVERLOADED kj::Exception whose description is
+// "TooSlowError: deadline of <timeout> exceeded": a typed error of type "TooSlowError" (file
+// `CXX_EXCEPTION_FILE`, see errors.h). See `isTooSlowError`. The void overload takes a
+// `Task<void>` directly.
+
+bool isTooSlowError(const kj::Exception& exception);
+// True if `exception` is the deadline error raised by `failAfter`.
+
+class ShieldKeeper final: private kj::TaskSet::ErrorHandler {
+  // Owns shielded work (see `shield()`) on one thread, so that it runs to completion even when
+  // whoever awaited it was cancelled. Exactly one keeper may be installed per thread: the
+  // constructor installs it and the destructor uninstalls it. The actor runtime creates one next
+  // to its event loop and awaits `drain()` before exiting.
+  //
+  // Destroying a keeper cancels whatever shielded work is still pending (logged as an error),
+  // and rejects pending `drain()` promises. Destroy it on the thread that created it, before the
+  // event loop.
+
+public:
+  ShieldKeeper();
+  ~ShieldKeeper() noexcept(false);
+  KJ_DISALLOW_COPY(ShieldKeeper);
+
+  kj::Promise<void> drain();
+  // Resolves once no shielded work is pending (at once if none is). Work shielded while draining
+  // is waited for too. Any number of `drain()` promises may be outstanding.
+
+  size_t pending() const { return count; }
+  // The number of shielded operations still running.
+
+private:
+  size_t count = 0;
+  bool destroying = false;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> drainers;
+  kj::Own<kj::TaskSet> tasks;
+  // Held by pointer so that the destructor can cancel the work while the keeper is still
+  // installed and the rest of it intact.
+
+  static ShieldKeeper& current();
+  // The keeper installed on this thread; KJ_REQUIRE failure if there is none.
+  void keep(kj::Promise<void> work);
+  void settle();
+  void taskFailed(kj::Exception&& exception) override;
+
+  friend kj::Promise<void> shield(kj::Promise<void> cleanup);
+  template <typename T>
+  friend kj::Promise<T> shield(kj::Promise<T> cleanup);
+};
+
+kj::Promise<void> shield(kj::Promise<void> cleanup);
+template <typename T>
+kj::Promise<T> shield(kj::Promise<T> cleanup);
+// Shields `cleanup` from cancellation (trio's `CancelScope(shield=True)` for cleanup code): the
+// work is handed to this thread's ShieldKeeper, which runs it to completion whatever happens to
+// the returned promise. While the returned promise is alive it receives the work's value or
+// error; once it is dropped (the awaiting scope was cancelled) the work continues on its own and
+// an error from it is logged with KJ_LOG(ERROR). Requires a ShieldKeeper on this thread
+// (KJ_REQUIRE). A coroutine passed here must take its parameters by value: its caller's frame
+// may be gone before it finishes.
+
+// =======================================================================================
+// Inline implementation details
+
+namespace _ {  // private
+
+template <typename Func>
+class TaskGroupHolder {
+  // The heap state behind `openTaskGroup`: the block's callable and the group, in that order so
+  // that the callable outlives the group (the block's frame may refer to the callable's
+  // captures).
+
+public:
+  explicit TaskGroupHolder(Func&& func): func(kj::fwd<Func>(func)) {}
+
+  kj::Promise<void> run() {
+    group.openBlock();
+    auto block = kj::evalNow([this]() -> kj::Promise<void> { return func(group); });
+    return group.join(kj::mv(block));
+  }
+
+private:
+  std::decay_t<Func> func;
+  TaskGroup group;
+};
+
+kj::Exception tooSlowError(kj::Duration timeout);
+// The exception `failAfter` raises.
+
+void orphanedShieldFailed(kj::Exception&& exception);
+// Logs the error of shielded work whose awaiter is gone.
+
+}  // namespace _
+
+template <typename Func>
+kj::Promise<void> openTaskGroup(Func&& block) {
+  static_assert(std::is_invocable_v<std::decay_t<Func>&, TaskGroup&>,
+                "openTaskGroup(block): block must be callable as block(TaskGroup&)");
+  static_assert(
+      std::is_convertible_v<std::invoke_result_t<std::decay_t<Func>&, TaskGroup&>,
+                            kj::Promise<void>>,
+      "openTaskGroup(block): block must return kj::Promise<void> or tractor::Task<void>");
+  auto holder = kj::heap<_::TaskGroupHolder<Func>>(kj::fwd<Func>(block));
+  auto promise = holder->run();
+  return promise.attach(kj::mv(holder));
+}
+
+template <typename T>
+  requires (!std::is_void_v<T>)
+kj::Promise<kj::Maybe<T>> moveOnAfter(kj::Timer& timer, kj::Duration timeout,
+                                      kj::Promise<T> promise) {
+  return promise.then([](T&& value) -> kj::Maybe<T> { return kj::mv(value); })
+      .exclusiveJoin(timer.afterDelay(timeout).then([]() -> kj::Maybe<T> { return nullptr; }));
+}
+
+template <typename T>
+kj::Promise<T> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<T> promise) {
+  return promise.exclusiveJoin(timer.afterDelay(timeout).then([timeout]() -> kj::Promise<T> {
+    return _::tooSlowError(timeout);
+  }));
+}
+
+template <typename T>
+kj::Promise<T> shield(kj::Promise<T> cleanup) {
+  auto& keeper = ShieldKeeper::current();
+  auto paf = kj::newPromiseAndFulfiller<T>();
+  auto& fulfiller = *paf.fulfiller;
+  // The fulfiller is attached to the work, so it lives as long as the callbacks that use it. Once
+  // the returned promise is dropped, fulfilling it does nothing and `isWaiting()` is false.
+  keeper.keep(cleanup.then(
+      [&fulfiller](T&& value) { fulfiller.fulfill(kj::mv(value)); },
+      [&fulfiller](kj::Exception&& exception) {
+        if (fulfiller.isWaiting()) {
+          fulfiller.reject(kj::mv(exception));
+        } else {
+          _::orphanedShieldFailed(kj::mv(exception));
+        }
+      }).attach(kj::mv(paf.fulfiller)));
+  return kj::mv(paf.promise);
+}
+
+}  // namespace tractor

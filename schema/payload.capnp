@@ -1,0 +1,25 @@
+@0xe97e6b53ed05d1ee;
+# The default dynamic payload of tractor for C++: what msgpack carries for Python tractor.
+# Function arguments, results and (untyped) stream items travel as `Value`s.
+
+$import "/capnp/c++.capnp".namespace("tractor::schema");
+
+struct Value {
+  union {
+    null @0 :Void;
+    bool @1 :Bool;
+    int64 @2 :Int64;
+    uint64 @3 :UInt64;
+    float64 @4 :Float64;
+    text @5 :Text;
+    data @6 :Data;
+    list @7 :List(Value);
+    map @8 :List(Entry);
+    # A map keeps its entries in the order they were encoded; keys are Values themselves.
+  }
+
+  struct Entry {
+    key @0 :Value;
+    value @1 :Value;
+  }
+}

@@ -1,0 +1,57 @@
+// The child entry point: what a spawned process runs instead of the user's root function.
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/debug.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include "kj-runtime/main.h"
+#include "spawn/exec-spawn.h"
+
+namespace tractor {
+
+int childMain() {
+  // Consume the spawn marker so that this actor's own children get fresh ones.
+  const char* fdText = getenv(CHILD_FD_ENV);
+  KJ_REQUIRE(fdText != nullptr, "childMain() outside a spawned child");
+  int fd = atoi(fdText);
+  pid_t parentPid = static_cast<pid_t>(atol(getenv(PARENT_PID_ENV) ?: "0"));
+  auto name = kj::str(getenv(ACTOR_NAME_ENV) ?: "child");
+  unsetenv(CHILD_FD_ENV);
+  unsetenv(PARENT_PID_ENV);
+  unsetenv(ACTOR_NAME_ENV);
+
+  // Backstop for a parent that dies without closing the connection in order: the kernel kills
+  // us. The re-check closes the race with a parent that died before the prctl.
+  KJ_SYSCALL(prctl(PR_SET_PDEATHSIG, SIGKILL));
+  if (getppid() != parentPid) return 1;
+  // Ctrl-C reaches the whole foreground process group; the root turns it into a graceful
+  // cancellation of the tree, so children must not die of it on their own.
+  signal(SIGINT, SIG_IGN);
+  // A closed connection is an EPIPE error, not a signal.
+  signal(SIGPIPE, SIG_IGN);
+
+  auto io = kj::setupAsyncIo();
+  LogSink sink;
+  const char* level = getenv("TRACTOR_LOGLEVEL");
+  if (level != nullptr) {
+    KJ_IF_MAYBE(l, parseLogLevel(level)) {
+      setLogLevel(*l);
+    }
+  }
+  Actor actor(io, ActorId{kj::mv(name), kj::str(), static_cast<uint32_t>(getpid())}, false);
+  auto connection = io.lowLevelProvider->wrapSocketFd(
+      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  {
+    capnp::TwoPartyClient rpc(*connection, actor.serve(nullptr), capnp::rpc::twoparty::Side::SERVER);
+    rpc.onDisconnect().wait(io.waitScope);
+    TRACTOR_LOG(RUNTIME, "parent connection closed");
+    // Whatever still runs was started over that connection: cancel it and tear down our own
+    // children before exiting.
+    actor.cancel("the closing of the parent connection").wait(io.waitScope);
+  }
+  return 0;
+}
+
+}  // namespace tractor

@@ -1,0 +1,99 @@
+// Child processes through pidfds. See process.h.
+
+#include "spawn/process.h"
+
+#include <errno.h>
+#include <kj/debug.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace tractor {
+
+namespace {
+
+int openPidfd(pid_t pid) {
+  int fd;
+  // pidfds are always close-on-exec.
+  KJ_SYSCALL(fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0)), pid);
+  return fd;
+}
+
+int waitStatusOf(const siginfo_t& info) {
+  // Rebuilds the classic wait status from waitid's siginfo.
+  switch (info.si_code) {
+    case CLD_EXITED: return (info.si_status & 0xff) << 8;
+    case CLD_KILLED: return info.si_status & 0x7f;
+    case CLD_DUMPED: return (info.si_status & 0x7f) | 0x80;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+ChildProcess::ChildProcess(kj::UnixEventPort& eventPort, pid_t pid)
+    : pid_(pid), pidfd(openPidfd(pid)),
+      observer(eventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ) {}
+
+ChildProcess::~ChildProcess() noexcept(false) {
+  if (status == nullptr) {
+    KJ_LOG(WARNING, "child still running at its owner's teardown: killing it", pid_);
+    syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+bool ChildProcess::tryReap() {
+  if (status != nullptr) return true;
+  siginfo_t info;
+  memset(&info, 0, sizeof(info));
+  int r;
+  KJ_SYSCALL(r = waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED | WNOHANG), pid_);
+  if (info.si_pid == 0) return false;
+  status = waitStatusOf(info);
+  return true;
+}
+
+kj::Promise<void> ChildProcess::onExit() {
+  KJ_IF_MAYBE(e, exited) {
+    return e->addBranch();
+  }
+  auto loop = kj::evalNow([this]() -> kj::Promise<void> {
+    if (tryReap()) return kj::READY_NOW;
+    // The pidfd becomes readable when the child exits.
+    return observer.whenBecomesReadable().then([this]() {
+      KJ_ASSERT(tryReap(), "pidfd readable but the child is not reapable", pid_);
+    });
+  });
+  auto& fork = exited.emplace(loop.fork());
+  return fork.addBranch();
+}
+
+kj::String ChildProcess::describeExit() const {
+  KJ_IF_MAYBE(s, status) {
+    if (WIFEXITED(*s)) return kj::str("exited with status ", WEXITSTATUS(*s));
+    if (WIFSIGNALED(*s)) {
+      return kj::str("killed by signal ", WTERMSIG(*s), " (", strsignal(WTERMSIG(*s)), ")");
+    }
+    return kj::str("ended with wait status ", *s);
+  }
+  return kj::str("still running");
+}
+
+void ChildProcess::signal(int signo) {
+  if (status != nullptr) return;
+  if (syscall(SYS_pidfd_send_signal, pidfd.get(), signo, nullptr, 0) < 0 && errno != ESRCH) {
+    KJ_FAIL_SYSCALL("pidfd_send_signal", errno, pid_, signo);
+  }
+}
+
+}  // namespace tractor

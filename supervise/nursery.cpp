@@ -1,0 +1,258 @@
+// The actor nursery. See nursery.h.
+
+#include "supervise/nursery.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/debug.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include "spawn/exec-spawn.h"
+
+namespace tractor {
+
+struct ActorNursery::Child: public kj::Refcounted {
+  // One child actor. Shared between the nursery and the (shielded) teardown that reaps it, so
+  // whichever lives longer keeps the process, connection and portal alive.
+  ActorId id;
+  kj::Own<ChildProcess> process;
+  kj::Own<kj::AsyncIoStream> connection;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  kj::Maybe<Portal> portal;
+  bool hasMainTask = false;
+  bool closing = false;
+  // Set once teardown began: an exit is expected from then on.
+  kj::Maybe<kj::ForkedPromise<void>> teardown;
+  kj::Maybe<kj::Promise<void>> watch;
+  // Watches for an unexpected exit and for the main task's failure; refers to the nursery, so
+  // it is dropped before the nursery goes away.
+
+  ~Child() noexcept(false) {
+    // The RPC system before the stream it runs on.
+    rpc = nullptr;
+    connection = nullptr;
+  }
+};
+
+namespace {
+
+Task<void> climbTeardownLadder(kj::Own<ActorNursery::Child> child, bool hardKill);
+
+}  // namespace
+
+ActorNursery::ActorNursery(): failed(nullptr) {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  failFulfiller = kj::mv(paf.fulfiller);
+  failed = paf.promise.fork();
+}
+
+ActorNursery::~ActorNursery() noexcept(false) {
+  // Dropped before its scope finished (the enclosing task was cancelled): hand every child's
+  // teardown to the actor's shield keeper so that it still completes.
+  for (auto& child: children) {
+    child->watch = nullptr;
+    if (child->teardown == nullptr && !child->closing) {
+      child->closing = true;
+      auto work = climbTeardownLadder(kj::addRef(*child), false);
+      child->teardown = toPromise(kj::mv(work)).fork();
+    }
+    KJ_IF_MAYBE(t, child->teardown) {
+      // Dropping what shield() returns leaves the work running in the keeper.
+      (void)shield(t->addBranch());
+    }
+  }
+}
+
+void ActorNursery::childFailed(kj::Exception&& error) {
+  if (closing) return;  // failures caused by our own teardown are not errors
+  TRACTOR_LOG(RUNTIME, "child failed: ", error.getDescription());
+  errors.add(kj::mv(error));
+  if (failFulfiller->isWaiting()) failFulfiller->fulfill();
+}
+
+kj::Promise<Portal> ActorNursery::startActor(kj::StringPtr name, ActorOptions options) {
+  return spawn(name, kj::mv(options), nullptr);
+}
+
+kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options,
+                                        kj::Maybe<schema::Call::Reader> mainTask) {
+  validateActorName(name);
+  KJ_REQUIRE(!closing, "this nursery is closing: no new actors can be started in it");
+  auto& actor = Actor::current();
+  auto& io = actor.io();
+  auto spawned = execSpawn(*io.lowLevelProvider, io.unixEventPort, name);
+  auto child = kj::refcounted<Child>();
+  child->id = ActorId{kj::str(name), newUuid(), static_cast<uint32_t>(spawned.process->pid())};
+  child->process = kj::mv(spawned.process);
+  child->connection = kj::mv(spawned.connection);
+  child->rpc = kj::heap<capnp::TwoPartyClient>(*child->connection);
+  auto capability = child->rpc->bootstrap().castAs<schema::Actor>();
+  TRACTOR_LOG(RUNTIME, "spawned ", child->id.toString());
+
+  auto request = capability.startRequest();
+  auto spec = request.initSpec();
+  child->id.copyTo(spec.initId());
+  actor.id().copyTo(spec.initParent());
+  kj::Vector<kj::StringPtr> modules;
+  for (auto& m: options.enableModules) modules.add(m);
+  KJ_IF_MAYBE(call, mainTask) {
+    bool listed = false;
+    for (auto m: modules) listed = listed || m == call->getModule();
+    if (!listed) modules.add(call->getModule());
+    spec.getMainTask().setCall(*call);
+    child->hasMainTask = true;
+  }
+  auto list = spec.initEnableModules(modules.size());
+  for (auto i: kj::indices(modules)) list.set(i, modules[i]);
+  KJ_IF_MAYBE(level, options.logLevel) {
+    KJ_REQUIRE(parseLogLevel(*level) != nullptr, "unknown log level", *level);
+    spec.setLogLevel(*level);
+  } else {
+    spec.setLogLevel(logLevelName(logLevel()));
+  }
+  request.setParent(actor.serve(child->id.clone()));
+
+  Portal portal(capability, child->id.clone());
+  child->portal = portal;
+  // Sent before anything else on the capability: calls are delivered in order.
+  auto started = request.send();
+
+  // An exit before teardown is a failure; so is the main task's error.
+  Child& c = *child;
+  auto exitWatch = c.process->onExit().then([this, &c]() {
+    auto status = c.process->exitStatus();
+    bool clean = false;
+    KJ_IF_MAYBE(s, status) {
+      clean = WIFEXITED(*s) && WEXITSTATUS(*s) == 0;
+    }
+    if (clean) {
+      // It was cancelled (by anyone) and exited in order: nothing is left to tear down.
+      TRACTOR_LOG(RUNTIME, c.id.toString(), " exited");
+    } else if (!c.closing) {
+      childFailed(typedError(ACTOR_FAILURE, kj::str("actor ", c.id.toString(),
+                                                    " ended unexpectedly: ",
+                                                    c.process->describeExit())));
+    }
+  });
+  if (c.hasMainTask) {
+    auto resultWatch = portal.waitForResult<Value>().then(
+        [](Value&&) {}, [this](kj::Exception&& e) { childFailed(kj::mv(e)); });
+    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), kj::mv(resultWatch)))
+                  .eagerlyEvaluate(nullptr);
+  } else {
+    c.watch = exitWatch.eagerlyEvaluate(nullptr);
+  }
+  children.add(kj::mv(child));
+
+  return started.then(
+      [portal = kj::mv(portal)](
+          capnp::Response<schema::Actor::StartResults>&&) mutable -> kj::Promise<Portal> {
+        return kj::mv(portal);
+      },
+      [name = kj::str(name)](kj::Exception&& e) -> kj::Promise<Portal> {
+        auto desc = kj::str("starting actor '", name, "' failed: ", e.getDescription());
+        return kj::Exception(e.getType(), __FILE__, __LINE__, kj::mv(desc));
+      });
+}
+
+kj::Promise<void> ActorNursery::teardownAll(bool hardKill) {
+  closing = true;
+  kj::Vector<kj::Promise<void>> all;
+  for (auto& child: children) {
+    child->closing = true;
+    if (child->teardown == nullptr) {
+      child->teardown = toPromise(climbTeardownLadder(kj::addRef(*child), hardKill)).fork();
+    }
+    KJ_IF_MAYBE(t, child->teardown) {
+      // Shielded: if this scope is cancelled meanwhile, the teardown still completes.
+      all.add(shield(t->addBranch()));
+    }
+  }
+  return kj::joinPromises(all.releaseAsArray());
+}
+
+kj::Promise<void> ActorNursery::cancel(bool hardKill) {
+  cancelCalled_ = true;
+  TRACTOR_LOG(RUNTIME, "nursery cancelling ", children.size(), " children");
+  return teardownAll(hardKill);
+}
+
+kj::Promise<void> ActorNursery::collectResults() {
+  // Every runInActor child's result, concurrently; a failure ends the wait (one-cancels-all).
+  kj::Vector<kj::Promise<void>> results;
+  for (auto& child: children) {
+    if (child->hasMainTask && !child->closing) {
+      KJ_IF_MAYBE(p, child->portal) {
+        results.add(p->waitForResult<Value>().then([](Value&&) {}, [](kj::Exception&&) {}));
+      }
+    }
+  }
+  return kj::joinPromises(results.releaseAsArray()).exclusiveJoin(failed.addBranch());
+}
+
+kj::Promise<void> ActorNursery::supervise(kj::Promise<void> block) {
+  // The block races the children's failures: a failure (recorded in `errors`) fulfills `failed`
+  // and so cancels the block, as it ends the wait for the results.
+  return block.exclusiveJoin(failed.addBranch())
+      .then([this]() { return collectResults(); })
+      .then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
+            [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); })
+      .then([this](kj::Maybe<kj::Exception>&& blockError) {
+        KJ_IF_MAYBE(e, blockError) {
+          // The block's own error comes first.
+          kj::Vector<kj::Exception> all;
+          all.add(kj::mv(*e));
+          for (auto& other: errors) all.add(kj::mv(other));
+          errors = kj::mv(all);
+        }
+        if (errors.size() > 0 || cancelCalled_) cancelledCaught_ = true;
+        return teardownAll(false);
+      })
+      .then([this]() -> kj::Promise<void> {
+        for (auto& child: children) child->watch = nullptr;
+        if (errors.size() == 0) return kj::READY_NOW;
+        if (errors.size() == 1) return kj::mv(errors[0]);
+        kj::Vector<kj::String> parts;
+        for (auto i: kj::indices(errors)) {
+          parts.add(kj::str("[", i + 1, "] ", errors[i].getDescription()));
+        }
+        return typedError(ERROR_GROUP, kj::str(errors.size(), " errors in the nursery:\n",
+                                               kj::strArray(parts, "\n")));
+      });
+}
+
+namespace {
+
+Task<bool> exitsWithin(ActorNursery::Child& child, kj::Duration timeout) {
+  co_return co_await moveOnAfter(Actor::current().timer(), timeout, child.process->onExit());
+}
+
+Task<void> climbTeardownLadder(kj::Own<ActorNursery::Child> child, bool hardKill) {
+  auto name = child->id.toString();
+  if (!hardKill && !child->process->hasExited()) {
+    KJ_IF_MAYBE(portal, child->portal) {
+      bool acked = co_await portal->cancelActor();
+      TRACTOR_LOG(RUNTIME, "cancel of ", name, acked ? " acknowledged" : " not acknowledged");
+    }
+  }
+  // Closing our end of the connection tells the child to exit.
+  child->rpc = nullptr;
+  child->connection = nullptr;
+  if (hardKill) {
+    TRACTOR_LOG(RUNTIME, "hard-killing ", name);
+    child->process->signal(SIGKILL);
+  } else if (!co_await exitsWithin(*child, EXIT_TIMEOUT)) {
+    TRACTOR_LOG(WARNING, name, " did not exit ", EXIT_TIMEOUT, " after its connection closed: "
+                "sending SIGTERM");
+    child->process->signal(SIGTERM);
+    if (!co_await exitsWithin(*child, TERM_TIMEOUT)) {
+      TRACTOR_LOG(WARNING, name, " ignored SIGTERM for ", TERM_TIMEOUT, ": sending SIGKILL");
+      child->process->signal(SIGKILL);
+    }
+  }
+  co_await child->process->onExit();
+  TRACTOR_LOG(RUNTIME, "reaped ", name, ": ", child->process->describeExit());
+}
+
+}  // namespace
+
+}  // namespace tractor

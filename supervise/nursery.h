@@ -1,0 +1,130 @@
+// The actor nursery: a scope that owns child processes (tractor's `open_nursery()`).
+//
+//     co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+//       tractor::Portal worker = co_await n.startActor("worker", tractor::enable("math"));
+//       int64_t sum = co_await worker.run(add, 1, 2);
+//       tractor::Portal job = co_await n.runInActor(crunch, 1000);
+//     });   // waits for `job`'s result, then cancels `worker`; every child is reaped
+//
+// Supervision is one-cancels-all: when a `runInActor` child's main task fails, or a child exits
+// without being asked to, or the block fails, every other child is cancelled and the scope raises
+// (one error as itself, several as a `tractor::ErrorGroup` naming each).
+//
+// Teardown of each child climbs a ladder: a graceful cancel request (`Portal::cancelActor`), then
+// closing the connection (the child exits on EOF), then SIGTERM, then SIGKILL, each step bounded
+// and logged. The teardown is shielded: if the nursery's promise is dropped (the enclosing scope
+// was cancelled), the children are still torn down and reaped by the actor's shield keeper, which
+// the actor waits for before it exits or acknowledges its own cancellation.
+
+#pragma once
+
+#include <capnp/message.h>
+#include <kj/async-io.h>
+#include <kj/refcount.h>
+#include <kj/vector.h>
+#include "kj-runtime/actor.h"
+#include "kj-runtime/portal.h"
+
+namespace tractor {
+
+constexpr kj::Duration EXIT_TIMEOUT = 1 * kj::SECONDS;
+// How long a child has to exit after its connection was closed, before SIGTERM.
+constexpr kj::Duration TERM_TIMEOUT = 1600 * kj::MILLISECONDS;
+// How long a child has to exit after SIGTERM, before SIGKILL.
+
+constexpr kj::StringPtr ERROR_GROUP = "tractor::ErrorGroup"_kj;
+constexpr kj::StringPtr ACTOR_FAILURE = "tractor::ActorFailure"_kj;
+// A child process ended without being asked to.
+
+class ActorNursery {
+  // Owns the child actors spawned in one `openNursery()` block. Obtained only through
+  // `openNursery()`; valid until the block's promise completes.
+public:
+  kj::Promise<Portal> startActor(kj::StringPtr name, ActorOptions options = {});
+  // Spawns a daemon actor: it serves its enabled modules until cancelled (by the nursery's end,
+  // `cancel()` or `Portal::cancelActor()`). Resolves once the child runs and is configured.
+
+  template <typename R, typename... Params, typename... Args>
+  kj::Promise<Portal> runInActor(R (*fn)(Params...), Args&&... args);
+  // Spawns an actor (named after the function) whose main task is `fn(args...)`; the nursery
+  // waits for its result at the end of the block and then cancels it. The function's module is
+  // enabled in the child. `Portal::waitForResult<T>()` gives the result.
+  template <typename R, typename... Params, typename... Args>
+  kj::Promise<Portal> runInActor(kj::StringPtr name, ActorOptions options, R (*fn)(Params...),
+                                 Args&&... args);
+
+  kj::Promise<void> cancel(bool hardKill = false);
+  // Tears down every child now, in parallel. `hardKill` skips the graceful request and kills.
+  bool cancelCalled() const { return cancelCalled_; }
+  bool cancelledCaught() const { return cancelledCaught_; }
+  // True once the scope ended having cancelled children (by `cancel()` or after a failure).
+
+  size_t childCount() const { return children.size(); }
+
+  // private, used by openNursery()
+  ActorNursery();
+  ~ActorNursery() noexcept(false);
+  KJ_DISALLOW_COPY(ActorNursery);
+  kj::Promise<void> supervise(kj::Promise<void> block);
+  struct Child;
+  // One child actor (defined in nursery.cpp).
+
+private:
+  kj::Vector<kj::Own<Child>> children;
+  kj::Vector<kj::Exception> errors;
+  kj::Own<kj::PromiseFulfiller<void>> failFulfiller;
+  kj::ForkedPromise<void> failed;
+  bool closing = false;
+  bool cancelCalled_ = false;
+  bool cancelledCaught_ = false;
+
+  kj::Promise<Portal> spawn(kj::StringPtr name, ActorOptions options,
+                            kj::Maybe<schema::Call::Reader> mainTask);
+  void childFailed(kj::Exception&& error);
+  kj::Promise<void> teardownAll(bool hardKill);
+  kj::Promise<void> collectResults();
+};
+
+template <typename Func>
+kj::Promise<void> openNursery(Func&& block) {
+  // Runs `block(nursery)` (returning a kj::Promise<void> or a Task<void>) and supervises the
+  // children it spawns; see the file comment. The callable is kept alive until the scope ends, so
+  // a capturing lambda coroutine is safe.
+  auto nursery = kj::heap<ActorNursery>();
+  auto holder = kj::heap<std::decay_t<Func>>(kj::fwd<Func>(block));
+  auto& n = *nursery;
+  auto& fn = *holder;
+  kj::Promise<void> body = kj::evalNow([&]() -> kj::Promise<void> { return fn(n); });
+  // Attachments are destroyed after the promise chain that uses them.
+  return n.supervise(kj::mv(body)).attach(kj::mv(nursery), kj::mv(holder));
+}
+
+// =======================================================================================
+// inline implementation
+
+template <typename R, typename... Params, typename... Args>
+kj::Promise<Portal> ActorNursery::runInActor(R (*fn)(Params...), Args&&... args) {
+  const FunctionInfo& info = requireExposed(fn);
+  return runInActor(info.name, {}, fn, kj::fwd<Args>(args)...);
+}
+
+template <typename R, typename... Params, typename... Args>
+kj::Promise<Portal> ActorNursery::runInActor(kj::StringPtr name, ActorOptions options,
+                                             R (*fn)(Params...), Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "wrong number of arguments");
+  static_assert((_::ARGUMENT_FITS<Params, Args> && ...),
+                "an argument does not convert to the function's parameter type");
+  const FunctionInfo& info = requireExposed(fn);
+  capnp::MallocMessageBuilder message;
+  auto call = message.initRoot<schema::Call>();
+  call.setModule(info.module);
+  call.setFunction(info.name);
+  auto list = call.initArgs(sizeof...(Args));
+  uint i = 0;
+  (encodeValue<std::decay_t<Args>>(list[i++], args), ...);
+  (void)i;
+  (void)list;
+  return spawn(name, kj::mv(options), call.asReader());
+}
+
+}  // namespace tractor

@@ -1,0 +1,50 @@
+// The leak audit every multi-process test ends with: no descendant process alive, no zombie, no
+// socket file left behind by the runtime.
+
+#pragma once
+
+#include <kj/array.h>
+#include <kj/string.h>
+#include <kj/vector.h>
+#include <string.h>
+
+namespace tractor {
+namespace test {
+
+kj::Array<kj::String> findLeakedProcesses();
+// Every process whose parent is this one (the test binary is a child subreaper, so orphaned
+// descendants count too), alive or zombie, described as "pid 123 (name) state S".
+
+void killAndReapLeaks();
+// SIGKILLs and reaps whatever findLeakedProcesses() reports, so one leak fails one test only.
+
+kj::String runtimeSocketDir();
+// The directory where the runtime keeps socket files: $XDG_RUNTIME_DIR/tractor or
+// /tmp/tractor-<uid>.
+
+inline bool contains(kj::StringPtr text, kj::StringPtr part) {
+  return strstr(text.cStr(), part.cStr()) != nullptr;
+}
+
+class LeakAudit {
+  // Construct at the start of a multi-process test; `check()` (or the destructor) at its end
+  // fails the test on any leak. Socket files are compared with the snapshot taken at
+  // construction, so files of unrelated programs do not count.
+public:
+  LeakAudit();
+  ~LeakAudit() noexcept(false);
+  KJ_DISALLOW_COPY(LeakAudit);
+
+  kj::Array<kj::String> findLeaks();
+  // Every leak, described; empty when clean. Does not fail the test by itself.
+
+  void check();
+  // Fails the current test (doctest CHECK) for each leak, then cleans them up.
+
+private:
+  kj::Array<kj::String> socketsBefore;
+  bool checked = false;
+};
+
+}  // namespace test
+}  // namespace tractor

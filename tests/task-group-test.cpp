@@ -1,0 +1,684 @@
+// Tests of task groups, deadlines and shielded cleanup (kj-runtime/task-group.h). Time is a
+// kj::TimerImpl moved by hand, so every test is deterministic and none sleeps.
+
+#include "kj-runtime/task-group.h"
+
+#include <doctest/doctest.h>
+#include <kj/async.h>
+#include <kj/timer.h>
+#include <kj/vector.h>
+#include <stdexcept>
+
+namespace tractor {
+namespace {
+
+constexpr kj::Duration MS = kj::MILLISECONDS;
+
+struct ManualTime {
+  // An event loop with no I/O and a timer that moves only when told to.
+  kj::EventLoop loop;
+  kj::WaitScope waitScope{loop};
+  kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
+
+  void advance(kj::Duration delay) {
+    // Moves the clock forward and runs everything that became ready.
+    timer.advanceTo(timer.now() + delay);
+    waitScope.poll();
+  }
+
+  bool timerIdle() { return timer.nextEvent() == nullptr; }
+  // True if no timer promise is pending (every one fired or was destroyed).
+
+  kj::Maybe<kj::Exception> outcome(kj::Promise<void>& promise) {
+    // Requires `promise` to be settled; returns its error, if any.
+    REQUIRE(promise.poll(waitScope));
+    return kj::runCatchingExceptions([&]() { promise.wait(waitScope); });
+  }
+};
+
+class Counted {
+  // Adds one to a counter when destroyed, unless it was moved from.
+public:
+  explicit Counted(int& counter): counter(&counter) {}
+  Counted(Counted&& other) noexcept: counter(other.counter) { other.counter = nullptr; }
+  ~Counted() noexcept {
+    if (counter != nullptr) ++*counter;
+  }
+  KJ_DISALLOW_COPY(Counted);
+
+private:
+  int* counter;
+};
+
+struct Probe {
+  // What happened to one task: whether it ran to its end, and whether its frame's locals are gone.
+  bool finished = false;
+  int destroyed = 0;
+
+  bool cancelled() const { return !finished && destroyed == 1; }
+};
+
+class LogCapture final: public kj::ExceptionCallback {
+  // Collects the ERROR messages logged on this thread while it exists.
+public:
+  kj::Vector<kj::String> errors;
+
+  void logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
+                  kj::String&& text) override {
+    if (severity == kj::LogSeverity::ERROR) {
+      errors.add(kj::mv(text));
+    } else {
+      next.logMessage(severity, file, line, contextDepth, kj::mv(text));
+    }
+  }
+
+  bool contains(kj::StringPtr part) const {
+    for (auto& error: errors) {
+      if (strstr(error.cStr(), part.cStr()) != nullptr) return true;
+    }
+    return false;
+  }
+};
+
+bool mentions(const kj::Exception& exception, kj::StringPtr part) {
+  return strstr(exception.getDescription().cStr(), part.cStr()) != nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks. Reference parameters refer to test locals, which outlive every frame.
+
+Task<void> sleeper(kj::Timer& timer, kj::Duration delay, Probe& probe) {
+  Counted local(probe.destroyed);
+  co_await timer.afterDelay(delay);
+  probe.finished = true;
+}
+
+Task<int> slowValue(kj::Timer& timer, kj::Duration delay, int value, Probe& probe) {
+  Counted local(probe.destroyed);
+  co_await timer.afterDelay(delay);
+  probe.finished = true;
+  co_return value;
+}
+
+Task<void> failer(kj::Timer& timer, kj::Duration delay, kj::String message) {
+  co_await timer.afterDelay(delay);
+  KJ_FAIL_REQUIRE("task failed", message);
+}
+
+Task<void> failWhenRejected(kj::Promise<void> trigger) {
+  co_await kj::mv(trigger);
+}
+
+Task<void> cancelGroupAfter(kj::Timer& timer, kj::Duration delay, TaskGroup& group,
+                            Probe& probe, bool& ranAfterCancel) {
+  Counted local(probe.destroyed);
+  co_await timer.afterDelay(delay);
+  group.cancel();
+  // Cancellation is delivered in a later turn, so this task runs on to its next suspension.
+  ranAfterCancel = true;
+  co_await timer.afterDelay(1000 * MS);
+  probe.finished = true;
+}
+
+struct CleanupProbe {
+  bool started = false;
+  bool midway = false;
+  bool finished = false;
+};
+
+Task<void> cleanUpSlowly(kj::Timer& timer, CleanupProbe& probe) {
+  probe.started = true;
+  co_await timer.afterDelay(50 * MS);
+  probe.midway = true;
+  co_await timer.afterDelay(50 * MS);
+  probe.finished = true;
+}
+
+Task<void> workThenCleanUp(kj::Timer& timer, CleanupProbe& cleanup, Probe& probe) {
+  Counted local(probe.destroyed);
+  co_await timer.afterDelay(10 * MS);
+  co_await shield(cleanUpSlowly(timer, cleanup));
+  probe.finished = true;
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+
+// ---------------------------------------------------------------------------------------------
+// Task groups
+
+TEST_CASE("task group resolves after the block and all children complete") {
+  ManualTime time;
+  Probe a, b, c;
+  TaskGroup* group = nullptr;
+  bool blockDone = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> Task<void> {
+    group = &tg;
+    tg.start(sleeper(time.timer, 10 * MS, a));
+    tg.start(sleeper(time.timer, 20 * MS, b));
+    co_await time.timer.afterDelay(5 * MS);
+    tg.start(sleeper(time.timer, 30 * MS, c));
+    blockDone = true;
+  });
+  REQUIRE(group != nullptr);
+  CHECK(group->size() == 2);
+  CHECK(!group->cancelCalled());
+
+  time.advance(5 * MS);
+  CHECK(blockDone);
+  CHECK(group->size() == 3);
+  time.advance(5 * MS);
+  CHECK(a.finished);
+  CHECK(group->size() == 2);
+  time.advance(10 * MS);
+  CHECK(b.finished);
+  CHECK(group->size() == 1);
+  CHECK(!done.poll(time.waitScope));
+
+  time.advance(15 * MS);
+  CHECK(c.finished);
+  CHECK(group->size() == 0);
+  CHECK(time.outcome(done) == nullptr);
+}
+
+TEST_CASE("task group first child failure cancels the siblings and is raised") {
+  ManualTime time;
+  Probe a, b;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.start(sleeper(time.timer, 100 * MS, a));
+    tg.start(sleeper(time.timer, 200 * MS, b));
+    tg.start(failer(time.timer, 10 * MS, kj::str("child broke")));
+    return kj::READY_NOW;
+  });
+  time.advance(10 * MS);
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(mentions(*exception, "child broke"));
+  } else {
+    FAIL("the child's failure was not raised");
+  }
+  CHECK(a.cancelled());
+  CHECK(b.cancelled());
+  CHECK(time.timerIdle());
+  time.advance(1000 * MS);
+  CHECK(!a.finished);
+  CHECK(!b.finished);
+}
+
+TEST_CASE("task group block failure cancels the children") {
+  ManualTime time;
+  Probe a, b;
+  bool blockContinued = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> Task<void> {
+    tg.start(sleeper(time.timer, 100 * MS, a));
+    tg.start(sleeper(time.timer, 200 * MS, b));
+    co_await time.timer.afterDelay(10 * MS);
+    throw std::runtime_error("block broke");
+    blockContinued = true;
+  });
+  time.advance(10 * MS);
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(exception->getDescription() == "std::runtime_error: block broke");
+  } else {
+    FAIL("the block's failure was not raised");
+  }
+  CHECK(!blockContinued);
+  CHECK(a.cancelled());
+  CHECK(b.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group block throwing at once cancels the children it started") {
+  ManualTime time;
+  Probe a;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.start(sleeper(time.timer, 100 * MS, a));
+    KJ_FAIL_REQUIRE("block refused to run");
+  });
+  time.waitScope.poll();
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(mentions(*exception, "block refused to run"));
+  } else {
+    FAIL("the block's failure was not raised");
+  }
+  CHECK(a.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group cancel from the block cancels everything and completes normally") {
+  ManualTime time;
+  Probe a, b;
+  int blockDestroyed = 0;
+  bool blockResumed = false;
+  bool cancelCalled = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> Task<void> {
+    Counted local(blockDestroyed);
+    tg.start(sleeper(time.timer, 100 * MS, a));
+    tg.start(sleeper(time.timer, 200 * MS, b));
+    co_await time.timer.afterDelay(10 * MS);
+    tg.cancel();
+    tg.cancel();
+    cancelCalled = tg.cancelCalled();
+    co_await time.timer.afterDelay(1000 * MS);
+    blockResumed = true;
+  });
+  time.advance(10 * MS);
+  CHECK(cancelCalled);
+  CHECK(time.outcome(done) == nullptr);
+  CHECK(blockDestroyed == 1);
+  CHECK(!blockResumed);
+  CHECK(a.cancelled());
+  CHECK(b.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group a child can cancel its own group") {
+  ManualTime time;
+  Probe sibling, canceller;
+  bool ranAfterCancel = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.start(sleeper(time.timer, 100 * MS, sibling));
+    tg.start(cancelGroupAfter(time.timer, 10 * MS, tg, canceller, ranAfterCancel));
+    return kj::READY_NOW;
+  });
+  time.advance(10 * MS);
+  CHECK(time.outcome(done) == nullptr);
+  CHECK(ranAfterCancel);
+  CHECK(canceller.cancelled());
+  CHECK(sibling.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group dropping its promise cancels the block and all children") {
+  ManualTime time;
+  Probe a, b;
+  int blockDestroyed = 0;
+  bool blockResumed = false;
+  {
+    kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> Task<void> {
+      Counted local(blockDestroyed);
+      tg.start(sleeper(time.timer, 100 * MS, a));
+      tg.start(sleeper(time.timer, 200 * MS, b));
+      co_await time.timer.afterDelay(1000 * MS);
+      blockResumed = true;
+    });
+    time.advance(10 * MS);
+    CHECK(blockDestroyed == 0);
+    CHECK(a.destroyed == 0);
+  }
+  CHECK(blockDestroyed == 1);
+  CHECK(a.cancelled());
+  CHECK(b.cancelled());
+  CHECK(time.timerIdle());
+  time.advance(2000 * MS);
+  CHECK(!blockResumed);
+}
+
+TEST_CASE("task group nested group failure propagates outward and cancels both levels") {
+  ManualTime time;
+  Probe outerSibling, innerSibling;
+  bool blockContinued = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& outer) -> Task<void> {
+    outer.start(sleeper(time.timer, 100 * MS, outerSibling));
+    co_await openTaskGroup([&](TaskGroup& inner) -> kj::Promise<void> {
+      inner.start(sleeper(time.timer, 100 * MS, innerSibling));
+      inner.start(failer(time.timer, 10 * MS, kj::str("inner child broke")));
+      return kj::READY_NOW;
+    });
+    blockContinued = true;
+  });
+  time.advance(10 * MS);
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(mentions(*exception, "inner child broke"));
+  } else {
+    FAIL("the inner failure was not raised");
+  }
+  CHECK(!blockContinued);
+  CHECK(innerSibling.cancelled());
+  CHECK(outerSibling.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group cancelling the outer group cancels a nested group's children") {
+  ManualTime time;
+  Probe innerA, innerB;
+  bool innerBlockResumed = false;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& outer) -> Task<void> {
+    outer.start(openTaskGroup([&](TaskGroup& inner) -> Task<void> {
+      inner.start(sleeper(time.timer, 100 * MS, innerA));
+      inner.start(sleeper(time.timer, 200 * MS, innerB));
+      co_await time.timer.afterDelay(1000 * MS);
+      innerBlockResumed = true;
+    }));
+    co_await time.timer.afterDelay(10 * MS);
+    outer.cancel();
+  });
+  time.advance(10 * MS);
+  CHECK(time.outcome(done) == nullptr);
+  CHECK(innerA.cancelled());
+  CHECK(innerB.cancelled());
+  CHECK(!innerBlockResumed);
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group drops a task started after cancel") {
+  ManualTime time;
+  Probe late;
+  size_t sizeAfterStart = 99;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.cancel();
+    tg.start(sleeper(time.timer, 10 * MS, late));
+    sizeAfterStart = tg.size();
+    return kj::READY_NOW;
+  });
+  CHECK(sizeAfterStart == 0);
+  CHECK(late.cancelled());
+  time.waitScope.poll();
+  CHECK(time.outcome(done) == nullptr);
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("task group refuses a start after it finished") {
+  ManualTime time;
+  TaskGroup* group = nullptr;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    group = &tg;
+    return kj::READY_NOW;
+  });
+  REQUIRE(done.poll(time.waitScope));
+  // The group's state lives until `done` is dropped, so the reference is still valid here.
+  KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() { group->start(kj::READY_NOW); })) {
+    CHECK(mentions(*exception, "the group has finished"));
+  } else {
+    FAIL("start() on a finished group was accepted");
+  }
+  CHECK(time.outcome(done) == nullptr);
+}
+
+TEST_CASE("task group raises only the first of two failures in one turn") {
+  ManualTime time;
+  auto first = kj::newPromiseAndFulfiller<void>();
+  auto second = kj::newPromiseAndFulfiller<void>();
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.start(failWhenRejected(kj::mv(first.promise)));
+    tg.start(failWhenRejected(kj::mv(second.promise)));
+    return kj::READY_NOW;
+  });
+  time.waitScope.poll();
+  // KJ runs the consequences of an event before older queued events, so the first failure
+  // cancels the second task before its failure reaches the group.
+  first.fulfiller->reject(KJ_EXCEPTION(FAILED, "first failure"));
+  second.fulfiller->reject(KJ_EXCEPTION(FAILED, "second failure"));
+  time.waitScope.poll();
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(exception->getDescription() == "first failure");
+  } else {
+    FAIL("no failure was raised");
+  }
+}
+
+TEST_CASE("task group keeps the capturing block lambda alive while it runs") {
+  ManualTime time;
+  kj::String seen;
+  kj::Promise<void> done = openTaskGroup(
+      [&time, &seen, text = kj::str("captured text")](TaskGroup&) -> Task<void> {
+        co_await time.timer.afterDelay(10 * MS);
+        seen = kj::str(text);
+      });
+  time.advance(10 * MS);
+  CHECK(time.outcome(done) == nullptr);
+  CHECK(seen == "captured text");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines
+
+TEST_CASE("moveOnAfter gives the value when the work completes in time") {
+  ManualTime time;
+  Probe probe;
+  kj::Promise<kj::Maybe<int>> result =
+      moveOnAfter(time.timer, 10 * MS, toPromise(slowValue(time.timer, 5 * MS, 7, probe)));
+  time.advance(5 * MS);
+  REQUIRE(result.poll(time.waitScope));
+  KJ_IF_MAYBE(value, result.wait(time.waitScope)) {
+    CHECK(*value == 7);
+  } else {
+    FAIL("moveOnAfter gave up on work that completed in time");
+  }
+  CHECK(probe.finished);
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("moveOnAfter gives null and cancels the work when the deadline passes") {
+  ManualTime time;
+  Probe probe;
+  kj::Promise<kj::Maybe<int>> result =
+      moveOnAfter(time.timer, 10 * MS, toPromise(slowValue(time.timer, 20 * MS, 7, probe)));
+  time.advance(10 * MS);
+  REQUIRE(result.poll(time.waitScope));
+  CHECK(result.wait(time.waitScope) == nullptr);
+  CHECK(probe.cancelled());
+  CHECK(time.timerIdle());
+  time.advance(100 * MS);
+  CHECK(!probe.finished);
+}
+
+TEST_CASE("moveOnAfter for void work reports completion and timeout") {
+  ManualTime time;
+  Probe quick, slow;
+  kj::Promise<bool> inTime = moveOnAfter(time.timer, 10 * MS, sleeper(time.timer, 5 * MS, quick));
+  kj::Promise<bool> late = moveOnAfter(time.timer, 10 * MS, sleeper(time.timer, 20 * MS, slow));
+  time.advance(5 * MS);
+  REQUIRE(inTime.poll(time.waitScope));
+  CHECK(inTime.wait(time.waitScope));
+  CHECK(quick.finished);
+  time.advance(5 * MS);
+  REQUIRE(late.poll(time.waitScope));
+  CHECK(!late.wait(time.waitScope));
+  CHECK(slow.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("moveOnAfter passes an error of the work through") {
+  ManualTime time;
+  kj::Promise<bool> result = moveOnAfter(time.timer, 10 * MS,
+                                         failer(time.timer, 5 * MS, kj::str("work broke")));
+  time.advance(5 * MS);
+  REQUIRE(result.poll(time.waitScope));
+  KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() { result.wait(time.waitScope); })) {
+    CHECK(mentions(*exception, "work broke"));
+  } else {
+    FAIL("the work's error was swallowed");
+  }
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("failAfter raises TooSlowError and cancels the work") {
+  ManualTime time;
+  Probe probe;
+  kj::Promise<int> result =
+      failAfter(time.timer, 10 * MS, toPromise(slowValue(time.timer, 20 * MS, 7, probe)));
+  time.advance(10 * MS);
+  REQUIRE(result.poll(time.waitScope));
+  KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() { result.wait(time.waitScope); })) {
+    INFO("description: ", exception->getDescription().cStr());
+    CHECK((exception->getType() == kj::Exception::Type::OVERLOADED));
+    CHECK(exception->getDescription() == "TooSlowError: deadline of 10ms exceeded");
+    CHECK(kj::StringPtr(exception->getFile()) == CXX_EXCEPTION_FILE);
+    CHECK(isTooSlowError(*exception));
+  } else {
+    FAIL("failAfter did not fail");
+  }
+  CHECK(probe.cancelled());
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("failAfter passes the outcome through when the work is in time") {
+  ManualTime time;
+  Probe valueProbe, voidProbe;
+  kj::Promise<int> value =
+      failAfter(time.timer, 10 * MS, toPromise(slowValue(time.timer, 5 * MS, 7, valueProbe)));
+  kj::Promise<void> done = failAfter(time.timer, 10 * MS, sleeper(time.timer, 5 * MS, voidProbe));
+  kj::Promise<void> broken =
+      failAfter(time.timer, 10 * MS, failer(time.timer, 5 * MS, kj::str("work broke")));
+  time.advance(5 * MS);
+  CHECK(value.wait(time.waitScope) == 7);
+  CHECK(time.outcome(done) == nullptr);
+  KJ_IF_MAYBE(exception, time.outcome(broken)) {
+    CHECK(mentions(*exception, "work broke"));
+    CHECK(!isTooSlowError(*exception));
+  } else {
+    FAIL("the work's error was swallowed");
+  }
+  CHECK(voidProbe.finished);
+  CHECK(time.timerIdle());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shielded cleanup
+
+TEST_CASE("shield passes the value and the error through when not cancelled") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  Probe probe;
+  kj::Promise<int> value = shield(toPromise(slowValue(time.timer, 5 * MS, 3, probe)));
+  kj::Promise<void> broken = shield(failer(time.timer, 5 * MS, kj::str("cleanup broke")));
+  CHECK(keeper.pending() == 2);
+  time.advance(5 * MS);
+  CHECK(value.wait(time.waitScope) == 3);
+  KJ_IF_MAYBE(exception, time.outcome(broken)) {
+    CHECK(mentions(*exception, "cleanup broke"));
+  } else {
+    FAIL("the shielded error was not passed through");
+  }
+  CHECK(keeper.pending() == 0);
+  CHECK(keeper.drain().poll(time.waitScope));
+}
+
+TEST_CASE("shielded cleanup runs to completion after its awaiter is cancelled") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  CleanupProbe cleanup;
+  Probe worker;
+  {
+    kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+      tg.start(workThenCleanUp(time.timer, cleanup, worker));
+      return kj::READY_NOW;
+    });
+    time.advance(10 * MS);
+    CHECK(cleanup.started);
+    time.advance(60 * MS);
+    CHECK(cleanup.midway);
+    CHECK(!cleanup.finished);
+    // Cancellation arrives while the worker is inside the shielded section.
+  }
+  CHECK(worker.cancelled());
+  CHECK(!cleanup.finished);
+  CHECK(keeper.pending() == 1);
+  kj::Promise<void> drained = keeper.drain();
+  CHECK(!drained.poll(time.waitScope));
+
+  // The cleanup's second timer was set at 70 ms, for 120 ms.
+  time.advance(50 * MS);
+  CHECK(cleanup.finished);
+  CHECK(drained.poll(time.waitScope));
+  drained.wait(time.waitScope);
+  CHECK(keeper.pending() == 0);
+  CHECK(!worker.finished);
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("shielded cleanup survives a sibling failure cancelling its task") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  CleanupProbe cleanup;
+  Probe worker;
+  kj::Promise<void> done = openTaskGroup([&](TaskGroup& tg) -> kj::Promise<void> {
+    tg.start(workThenCleanUp(time.timer, cleanup, worker));
+    tg.start(failer(time.timer, 30 * MS, kj::str("sibling broke")));
+    return kj::READY_NOW;
+  });
+  time.advance(10 * MS);
+  CHECK(cleanup.started);
+  time.advance(20 * MS);
+  KJ_IF_MAYBE(exception, time.outcome(done)) {
+    CHECK(mentions(*exception, "sibling broke"));
+  } else {
+    FAIL("the sibling's failure was not raised");
+  }
+  CHECK(worker.cancelled());
+  CHECK(keeper.pending() == 1);
+  time.advance(50 * MS);
+  CHECK(cleanup.midway);
+  CHECK(!cleanup.finished);
+  time.advance(50 * MS);
+  CHECK(cleanup.finished);
+  CHECK(keeper.drain().poll(time.waitScope));
+}
+
+TEST_CASE("shield without a ShieldKeeper is refused") {
+  ManualTime time;
+  KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() {
+    auto promise = shield(kj::Promise<void>(kj::READY_NOW));
+  })) {
+    CHECK(mentions(*exception, "needs a ShieldKeeper"));
+  } else {
+    FAIL("shield() without a keeper was accepted");
+  }
+}
+
+TEST_CASE("shielded work failing after its awaiter is gone is logged") {
+  ManualTime time;
+  LogCapture log;
+  ShieldKeeper keeper;
+  {
+    kj::Promise<void> orphan = shield(failer(time.timer, 10 * MS, kj::str("orphan broke")));
+    time.waitScope.poll();
+  }
+  time.advance(10 * MS);
+  CHECK(keeper.pending() == 0);
+  CHECK(log.contains("orphan broke"));
+  CHECK(log.contains("awaiter was cancelled"));
+}
+
+TEST_CASE("only one ShieldKeeper may be installed per thread") {
+  ManualTime time;
+  {
+    ShieldKeeper keeper;
+    KJ_IF_MAYBE(exception, kj::runCatchingExceptions([]() { ShieldKeeper second; })) {
+      CHECK(mentions(*exception, "already installed"));
+    } else {
+      FAIL("a second keeper was installed");
+    }
+  }
+  ShieldKeeper again;
+  kj::Promise<void> promise = shield(kj::Promise<void>(kj::READY_NOW));
+  CHECK(time.outcome(promise) == nullptr);
+}
+
+TEST_CASE("destroying a ShieldKeeper cancels pending work and rejects drain") {
+  ManualTime time;
+  LogCapture log;
+  Probe probe;
+  kj::Promise<void> awaiter = nullptr;
+  kj::Promise<void> drained = nullptr;
+  {
+    ShieldKeeper keeper;
+    awaiter = shield(sleeper(time.timer, 10 * MS, probe));
+    drained = keeper.drain();
+    time.waitScope.poll();
+  }
+  CHECK(probe.cancelled());
+  CHECK(log.contains("ShieldKeeper destroyed"));
+  CHECK(time.outcome(awaiter) != nullptr);
+  KJ_IF_MAYBE(exception, time.outcome(drained)) {
+    CHECK(mentions(*exception, "ShieldKeeper destroyed"));
+  } else {
+    FAIL("drain() resolved although the work was cancelled");
+  }
+  CHECK(time.timerIdle());
+}
+
+}  // TEST_SUITE("unit")
+
+}  // namespace tractor
