@@ -1,1 +1,451 @@
-int main() { return 0; }
+// tractor-bench: the runtime's latencies next to raw OS floors measured in the same run.
+//
+//     tractor-bench [--quick] [--json-only]
+//
+// Figures (microseconds; p50 / p90 / p99 and the ratio of p50 to the floor's p50):
+// - spawn_first_result_1: open a nursery, `runInActor(trivial)`, `waitForResult`; timed from
+//   before `runInActor` until the result arrived (teardown excluded). Floor: posix_spawn of
+//   /bin/true + waitpid.
+// - spawn_first_result_8: eight such chains at once (kj::joinPromises), per-run total. Floor:
+//   eight concurrent posix_spawn of /bin/true, all waited for.
+// - portal_run_rtt: sequential `Portal::run(echo, i)` on one daemon actor. Floor: 8-byte
+//   ping-pong over a socketpair between two processes with blocking read/write.
+// - nursery_teardown: nursery exit with one daemon child, from the end of the block until the
+//   scope returned. No floor.
+// - exec_self_noop (information): posix_spawn of this executable, which exits at the top of
+//   main(), + waitpid: what exec and dynamic linking of a tractor binary cost before any runtime
+//   code runs. Floor: posix_spawn of /bin/true.
+//
+// Each floor is measured in the same run, interleaved with its figure (one floor sample before
+// each spawn run; alternating blocks of 1,000 round trips), so that both see the same load and
+// CPU placement. The ping-pong helper is forked in main() before `tractor::main()` creates the
+// KJ event loop and never touches KJ. Every helper process is reaped; the runtime reaps the
+// actors.
+
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+#include "kj-runtime/main.h"
+
+extern char** environ;
+
+namespace {
+
+// =======================================================================================
+// Functions the actors run
+
+int64_t trivial() { return 42; }
+TRACTOR_EXPOSE(bench, trivial);
+
+int64_t echo(int64_t value) { return value; }
+TRACTOR_EXPOSE(bench, echo);
+
+// =======================================================================================
+// Configuration and samples
+
+constexpr const char* NOOP_ENV = "TRACTOR_BENCH_NOOP";
+// Set in the environment of an `exec_self_noop` spawn: main() returns at once.
+
+struct Config {
+  int spawnRuns = 50;
+  int spawnEightRuns = 20;
+  int rttWarmup = 1000;
+  int rttCalls = 20000;
+  int rttBlock = 1000;
+  // Floor and runtime round trips alternate in blocks of this many.
+  int teardownRuns = 50;
+  bool jsonOnly = false;
+};
+
+using Clock = std::chrono::steady_clock;
+using Samples = std::vector<double>;
+
+struct Measurements {
+  // Every sample, in microseconds.
+  Samples spawnTrue;
+  Samples spawnTrueEight;
+  Samples spawnSelfNoop;
+  Samples pingPong;
+  Samples spawnOne;
+  Samples spawnEight;
+  Samples portalRtt;
+  Samples teardown;
+};
+
+Config config;
+Measurements measured;
+
+double microsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+[[noreturn]] void die(const char* what) {
+  fprintf(stderr, "tractor-bench: %s: %s\n", what, strerror(errno));
+  exit(2);
+}
+
+// =======================================================================================
+// Floors: plain POSIX calls, no event loop involved
+//
+// They are interleaved with the runtime's figures so that both see the same machine state (other
+// load, CPU placement of the two ends of a round trip). The ping-pong helper is forked in main()
+// before the KJ event loop exists; the spawn floors use posix_spawn (vfork + exec), which, like
+// the runtime's own spawns, is safe under a running loop. Blocking on the floor's I/O stalls the
+// root's event loop, which has nothing else to do at those moments.
+
+pid_t spawnProgram(const char* path, char** env) {
+  char* argv[] = {const_cast<char*>(path), nullptr};
+  pid_t pid;
+  int error = posix_spawn(&pid, path, nullptr, nullptr, argv, env);
+  if (error != 0) {
+    errno = error;
+    die("posix_spawn");
+  }
+  return pid;
+}
+// posix_spawn()s `path` with no arguments; dies on failure.
+
+void reap(pid_t pid) {
+  int status;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) die("waitpid");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "tractor-bench: helper %d ended with wait status %d\n", pid, status);
+    exit(2);
+  }
+}
+// Waits for `pid`, which must exit with status 0.
+
+constexpr int MAX_BATCH = 8;
+
+double spawnBatch(const char* path, char** env, int batch) {
+  KJ_REQUIRE(batch <= MAX_BATCH);
+  pid_t pids[MAX_BATCH];
+  auto start = Clock::now();
+  for (int i = 0; i < batch; i++) pids[i] = spawnProgram(path, env);
+  for (int i = 0; i < batch; i++) reap(pids[i]);
+  return microsSince(start);
+}
+// Spawns `batch` copies of `path` at once, waits for all of them; returns the time taken.
+
+std::vector<char*> noopEnvironment;
+std::string noopMarker;
+// The environment of an `exec_self_noop` spawn: ours plus NOOP_ENV.
+
+void prepareNoopEnvironment() {
+  for (char** e = environ; *e != nullptr; e++) noopEnvironment.push_back(*e);
+  noopMarker = std::string(NOOP_ENV) + "=1";
+  noopEnvironment.push_back(noopMarker.data());
+  noopEnvironment.push_back(nullptr);
+}
+
+double spawnTrue(int batch) { return spawnBatch("/bin/true", environ, batch); }
+double spawnSelfNoop() { return spawnBatch("/proc/self/exe", noopEnvironment.data(), 1); }
+
+void fullWrite(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("write");
+    }
+    data += n;
+    size -= n;
+  }
+}
+
+bool fullRead(int fd, char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = read(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("read");
+    }
+    if (n == 0) return false;
+    data += n;
+    size -= n;
+  }
+  return true;
+}
+// Reads exactly `size` bytes; false on end of file.
+
+struct PingPongHelper {
+  // A forked process echoing 8-byte messages over a blocking Unix socketpair.
+  pid_t pid = -1;
+  int fd = -1;
+  // Our end (close-on-exec, so that no actor inherits it).
+};
+
+PingPongHelper pingPong;
+
+void startPingPongHelper() {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    // The echoing side, until the parent closes its end. Never touches KJ.
+    close(fds[0]);
+    char buffer[8];
+    while (fullRead(fds[1], buffer, sizeof(buffer))) fullWrite(fds[1], buffer, sizeof(buffer));
+    _exit(0);
+  }
+  close(fds[1]);
+  pingPong.pid = pid;
+  pingPong.fd = fds[0];
+}
+// Call before the KJ event loop exists.
+
+void stopPingPongHelper() {
+  if (pingPong.pid < 0) return;
+  close(pingPong.fd);
+  reap(pingPong.pid);
+  pingPong = PingPongHelper();
+}
+// Closing our end makes the helper exit; then it is reaped.
+
+void pingPongBlock(int roundTrips, bool record) {
+  char buffer[8];
+  for (int i = 0; i < roundTrips; i++) {
+    int64_t value = i;
+    memcpy(buffer, &value, sizeof(value));
+    auto start = Clock::now();
+    fullWrite(pingPong.fd, buffer, sizeof(buffer));
+    if (!fullRead(pingPong.fd, buffer, sizeof(buffer))) {
+      errno = EPIPE;
+      die("ping-pong helper closed early");
+    }
+    double elapsed = microsSince(start);
+    if (record) measured.pingPong.push_back(elapsed);
+  }
+}
+// `roundTrips` sequential round trips of 8 bytes with the helper.
+
+// =======================================================================================
+// The runtime's figures (the root actor), each interleaved with its floor
+
+kj::Promise<kj::Array<int64_t>> spawnAndCollect(tractor::ActorNursery& nursery, int count) {
+  auto chains = kj::heapArrayBuilder<kj::Promise<int64_t>>(count);
+  for (int i = 0; i < count; i++) {
+    chains.add(nursery.runInActor(trivial).then(
+        [](tractor::Portal&& portal) { return portal.waitForResult<int64_t>(); }));
+  }
+  return kj::joinPromises(chains.finish());
+}
+// `count` concurrent runInActor(trivial) + waitForResult chains, joined. A plain function: the
+// array is built outside any coroutine frame.
+
+void expectAnswers(kj::ArrayPtr<const int64_t> answers) {
+  for (auto answer: answers) KJ_REQUIRE(answer == 42, "wrong result from trivial()", answer);
+}
+
+tractor::Task<void> measureSpawnOne() {
+  for (int run = -1; run < config.spawnRuns; run++) {  // run -1 warms up, unrecorded
+    double floor = spawnTrue(1);
+    double noop = spawnSelfNoop();
+    co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+      auto start = Clock::now();
+      tractor::Portal portal = co_await n.runInActor(trivial);
+      int64_t answer = co_await portal.waitForResult<int64_t>();
+      double elapsed = microsSince(start);
+      KJ_REQUIRE(answer == 42, "wrong result from trivial()", answer);
+      if (run >= 0) measured.spawnOne.push_back(elapsed);
+    });
+    if (run >= 0) {
+      measured.spawnTrue.push_back(floor);
+      measured.spawnSelfNoop.push_back(noop);
+    }
+  }
+}
+
+tractor::Task<void> measureSpawnEight() {
+  for (int run = -1; run < config.spawnEightRuns; run++) {
+    double floor = spawnTrue(8);
+    co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+      auto start = Clock::now();
+      kj::Array<int64_t> answers = co_await spawnAndCollect(n, 8);
+      double elapsed = microsSince(start);
+      expectAnswers(answers);
+      if (run >= 0) measured.spawnEight.push_back(elapsed);
+    });
+    if (run >= 0) measured.spawnTrueEight.push_back(floor);
+  }
+}
+
+tractor::Task<void> measurePortalRtt() {
+  co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+    tractor::Portal daemon = co_await n.startActor("echo", tractor::enable("bench"));
+    measured.portalRtt.reserve(config.rttCalls);
+    measured.pingPong.reserve(config.rttCalls);
+    int64_t next = 0;
+    // Warm-up of both, then alternating blocks of floor and runtime round trips.
+    pingPongBlock(config.rttWarmup, false);
+    int done = -config.rttWarmup;
+    while (done < config.rttCalls) {
+      int block = done < 0 ? -done : std::min(config.rttBlock, config.rttCalls - done);
+      bool record = done >= 0;
+      if (record) pingPongBlock(block, true);
+      for (int i = 0; i < block; i++) {
+        int64_t value = next++;
+        auto start = Clock::now();
+        int64_t answer = co_await daemon.run(echo, value);
+        double elapsed = microsSince(start);
+        KJ_REQUIRE(answer == value, "wrong result from echo()", answer, value);
+        if (record) measured.portalRtt.push_back(elapsed);
+      }
+      done += block;
+    }
+  });
+}
+
+tractor::Task<void> measureTeardown() {
+  for (int run = -1; run < config.teardownRuns; run++) {
+    Clock::time_point blockEnd;
+    co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+      tractor::Portal daemon = co_await n.startActor("daemon", tractor::enable("bench"));
+      int64_t answer = co_await daemon.run(echo, 7);
+      KJ_REQUIRE(answer == 7, "wrong result from echo()", answer);
+      blockEnd = Clock::now();
+    });
+    if (run >= 0) measured.teardown.push_back(microsSince(blockEnd));
+  }
+}
+
+tractor::Task<void> rootMain() {
+  co_await measureSpawnOne();
+  co_await measureSpawnEight();
+  co_await measurePortalRtt();
+  co_await measureTeardown();
+}
+
+// =======================================================================================
+// Report
+
+struct Stats {
+  size_t n = 0;
+  double p50 = 0;
+  double p90 = 0;
+  double p99 = 0;
+};
+
+double percentile(const Samples& sorted, double q) {
+  // Nearest rank: the smallest sample with at least q of the samples at or below it.
+  size_t rank = static_cast<size_t>(q * sorted.size() + 0.999999);
+  if (rank == 0) rank = 1;
+  return sorted[std::min(rank, sorted.size()) - 1];
+}
+
+Stats statsOf(Samples samples) {
+  Stats stats;
+  stats.n = samples.size();
+  if (samples.empty()) return stats;
+  std::sort(samples.begin(), samples.end());
+  stats.p50 = percentile(samples, 0.50);
+  stats.p90 = percentile(samples, 0.90);
+  stats.p99 = percentile(samples, 0.99);
+  return stats;
+}
+
+struct Figure {
+  const char* name;
+  const Samples* samples;
+  const char* floorName;
+  // nullptr when the figure has no floor.
+  const Samples* floorSamples;
+  const char* note;
+};
+
+void printJson(const Figure& figure) {
+  Stats s = statsOf(*figure.samples);
+  printf("{\"figure\":\"%s\",\"unit\":\"us\",\"n\":%zu,\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f",
+         figure.name, s.n, s.p50, s.p90, s.p99);
+  if (figure.floorName != nullptr) {
+    Stats f = statsOf(*figure.floorSamples);
+    printf(",\"floor\":\"%s\",\"floor_n\":%zu,\"floor_p50\":%.2f,\"floor_p90\":%.2f,"
+           "\"floor_p99\":%.2f,\"ratio_p50\":%.2f",
+           figure.floorName, f.n, f.p50, f.p90, f.p99, f.p50 > 0 ? s.p50 / f.p50 : 0.0);
+  }
+  if (figure.note != nullptr) printf(",\"note\":\"%s\"", figure.note);
+  printf("}\n");
+}
+
+void printTable(kj::ArrayPtr<const Figure> figures) {
+  printf("\n%-22s %10s %10s %10s   %-24s %10s %8s\n", "figure (us)", "p50", "p90", "p99", "floor",
+         "floor p50", "ratio");
+  for (auto& figure: figures) {
+    Stats s = statsOf(*figure.samples);
+    printf("%-22s %10.1f %10.1f %10.1f", figure.name, s.p50, s.p90, s.p99);
+    if (figure.floorName != nullptr) {
+      Stats f = statsOf(*figure.floorSamples);
+      printf("   %-24s %10.1f %7.2fx\n", figure.floorName, f.p50, s.p50 / f.p50);
+    } else {
+      printf("   %-24s %10s %8s\n", "-", "-", "-");
+    }
+  }
+}
+
+void report() {
+  const Figure figures[] = {
+      {"spawn_first_result_1", &measured.spawnOne, "posix_spawn_true", &measured.spawnTrue,
+       nullptr},
+      {"spawn_first_result_8", &measured.spawnEight, "posix_spawn_true_x8",
+       &measured.spawnTrueEight, nullptr},
+      {"portal_run_rtt", &measured.portalRtt, "socketpair_pingpong", &measured.pingPong, nullptr},
+      {"nursery_teardown", &measured.teardown, nullptr, nullptr, "information, no floor"},
+      {"exec_self_noop", &measured.spawnSelfNoop, "posix_spawn_true", &measured.spawnTrue,
+       "information: exec of this binary exiting at the top of main"},
+  };
+  for (auto& figure: figures) printJson(figure);
+  if (!config.jsonOnly) printTable(figures);
+  fflush(stdout);
+}
+
+bool parseArguments(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--quick") == 0) {
+      config.spawnRuns = 5;
+      config.spawnEightRuns = 3;
+      config.rttWarmup = 100;
+      config.rttCalls = 500;
+      config.rttBlock = 100;
+      config.teardownRuns = 5;
+    } else if (strcmp(argv[i], "--json-only") == 0) {
+      config.jsonOnly = true;
+    } else {
+      fprintf(stderr, "usage: %s [--quick] [--json-only]\n", argv[0]);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A spawned actor is this same executable: it must become a child runtime before anything else.
+  if (tractor::isChildProcess()) return tractor::main(argc, argv, rootMain);
+  if (getenv(NOOP_ENV) != nullptr) return 0;
+  if (!parseArguments(argc, argv)) return 2;
+
+  prepareNoopEnvironment();
+  startPingPongHelper();
+  int code = tractor::main(argc, argv, rootMain);
+  stopPingPongHelper();
+  if (code != 0) {
+    fprintf(stderr, "tractor-bench: the runtime figures failed (exit code %d)\n", code);
+    return code;
+  }
+  report();
+  return 0;
+}

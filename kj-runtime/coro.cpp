@@ -11,6 +11,10 @@ namespace tractor {
 
 const char CXX_EXCEPTION_FILE[] = "(C++ exception)";
 
+namespace _ {
+thread_local unsigned taskStartDepth = 0;
+}
+
 namespace {
 
 kj::String demangle(const char* mangled) {

@@ -4,14 +4,16 @@
 // throwing destructor (which `kj::Promise<T>` has). So coroutines return `tractor::Task<T>`: a
 // move-only handle with a `noexcept` destructor that converts to `kj::Promise<T>` and can itself
 // be awaited. Inside a `Task` coroutine, `co_await` accepts any `kj::Promise<U>` or `Task<U>`, and
-// `co_return` accepts a value or a `kj::Promise<T>`.
+// `co_return` accepts a value or (for non-void T) a `kj::Promise<T>`.
 //
 //     tractor::Task<int> twice(kj::Promise<int> p) { co_return 2 * co_await p; }
 //     kj::Promise<int> q = twice(kj::Promise<int>(21));   // starts the body
 //
 // Semantics, each one relied upon by the rest of the runtime:
 // - The body starts when the Task is converted to a promise (or awaited) and runs synchronously up
-//   to its first suspension. A Task dropped unconverted never runs.
+//   to its first suspension. A Task dropped unconverted never runs. Past MAX_EAGER_START_DEPTH
+//   nested starts (coroutines awaiting coroutines before any suspends), a body starts from the
+//   event loop instead, so arbitrarily deep chains do not overflow the stack.
 // - Dropping the promise destroys the coroutine frame: whatever it is awaiting is cancelled (the
 //   awaited promise is destroyed) and its locals' destructors run. That is cancellation.
 // - An exception escaping the body rejects the promise. Non-KJ exceptions become a
@@ -19,6 +21,11 @@
 //   `currentExceptionAsKj()`), so the type survives the trip to another actor.
 // - Every `co_await` of a promise resumes in a later event-loop turn, so long chains of awaits do
 //   not grow the stack.
+//
+// g++ 12 miscompiles two constructs inside coroutine bodies (clang 14 is fine): a braced list
+// of several elements (`std::vector<int>{1, 2}`, an array of strings) fails with "array used as
+// initializer", and `co_await` in both arms of `?:` destroys the result twice. Build such values
+// in an ordinary function, and use `if`/`else`.
 //
 // Lifetimes: take coroutine parameters by value. Reference parameters and lambda captures dangle
 // once the caller's full-expression ends, unless the caller outlives the frame (as in the
@@ -48,6 +55,9 @@ kj::String demangledTypeName(const std::type_info& type);
 
 extern const char CXX_EXCEPTION_FILE[];
 // The `file` of every kj::Exception made from a non-KJ C++ exception by `currentExceptionAsKj()`.
+
+constexpr unsigned MAX_EAGER_START_DEPTH = 32;
+// How many coroutine starts may nest on the machine stack before one is deferred to the loop.
 
 namespace _ {  // private
 
@@ -172,6 +182,9 @@ public:
   void return_void() { fulfiller->fulfill(); }
 };
 
+extern thread_local unsigned taskStartDepth;
+// How many coroutine bodies are being started, one inside the other, on this thread right now.
+
 template <typename T>
 class TaskAdapter {
   // The kj::newAdaptedPromise adapter that owns a started coroutine frame.
@@ -179,13 +192,25 @@ public:
   TaskAdapter(kj::PromiseFulfiller<T>& fulfiller, std::coroutine_handle<TaskPromise<T>> handle)
       : handle(handle) {
     handle.promise().start(fulfiller);
-    handle.resume();
+    if (taskStartDepth < MAX_EAGER_START_DEPTH) {
+      ++taskStartDepth;
+      KJ_DEFER(--taskStartDepth);
+      handle.resume();
+    } else {
+      // Starting here would nest this body's stack frames inside its caller's; start it from the
+      // event loop instead.
+      deferredStart = kj::evalLater([handle]() { handle.resume(); }).eagerlyEvaluate(nullptr);
+    }
   }
-  ~TaskAdapter() noexcept(false) { handle.destroy(); }
+  ~TaskAdapter() noexcept(false) {
+    deferredStart = nullptr;
+    handle.destroy();
+  }
   KJ_DISALLOW_COPY(TaskAdapter);
 
 private:
   std::coroutine_handle<TaskPromise<T>> handle;
+  kj::Maybe<kj::Promise<void>> deferredStart;
 };
 
 }  // namespace _

@@ -37,7 +37,9 @@ class TaskGroup final: private kj::TaskSet::ErrorHandler {
   //
   // Failure: the first error (from the block or a child) is recorded, every other task is
   // cancelled, and the group's promise is rejected with that error once everything has stopped.
-  // Errors arriving after the first one are logged and dropped.
+  // Errors arriving after the first one are logged and dropped. (KJ runs the consequences of an
+  // event before older queued events, so the cancellation usually reaches a sibling before a
+  // failure of its own would: a second error is rare.)
   //
   // Not thread-safe: use a group only on the thread of the event loop that runs it.
 
@@ -103,8 +105,9 @@ kj::Promise<void> openTaskGroup(Func&& block);
 // `kj::Promise<void>` or `Task<void>`), and returns a promise that resolves when the block and
 // all child tasks have finished. The callable is moved into heap state owned by the returned
 // promise and kept alive until the group is destroyed, so a capturing lambda coroutine is a safe
-// block (its captures, not the objects they refer to). Child coroutines started with
-// `TaskGroup::start` get no such guarantee: take their parameters by value.
+// block: its captures stay valid (what they refer to must outlive the group, as usual). Child
+// coroutines started with `TaskGroup::start` get no such guarantee: take their parameters by
+// value.
 //
 // The first failure (of the block or a child) cancels every other task and is raised; dropping
 // the returned promise cancels everything at once (destroys the block and every child).

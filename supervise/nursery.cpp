@@ -21,10 +21,19 @@ struct ActorNursery::Child: public kj::Refcounted {
   bool hasMainTask = false;
   bool closing = false;
   // Set once teardown began: an exit is expected from then on.
+  bool exitReported = false;
   kj::Maybe<kj::ForkedPromise<void>> teardown;
+  kj::Maybe<kj::ForkedPromise<void>> result;
+  // A runInActor child's main task: resolves once its result arrived, after a failure was
+  // recorded with the nursery. Refers to the nursery, so it is dropped before the nursery.
   kj::Maybe<kj::Promise<void>> watch;
-  // Watches for an unexpected exit and for the main task's failure; refers to the nursery, so
-  // it is dropped before the nursery goes away.
+  // Watches for an unexpected exit and for the main task's failure; refers to the nursery too.
+
+  void forget() {
+    // Drops everything that refers to the nursery.
+    watch = nullptr;
+    result = nullptr;
+  }
 
   ~Child() noexcept(false) {
     // The RPC system before the stream it runs on.
@@ -49,7 +58,7 @@ ActorNursery::~ActorNursery() noexcept(false) {
   // Dropped before its scope finished (the enclosing task was cancelled): hand every child's
   // teardown to the actor's shield keeper so that it still completes.
   for (auto& child: children) {
-    child->watch = nullptr;
+    child->forget();
     if (child->teardown == nullptr && !child->closing) {
       child->closing = true;
       auto work = climbTeardownLadder(kj::addRef(*child), false);
@@ -63,10 +72,30 @@ ActorNursery::~ActorNursery() noexcept(false) {
 }
 
 void ActorNursery::childFailed(kj::Exception&& error) {
-  if (closing) return;  // failures caused by our own teardown are not errors
+  if (closing && (isRemoteError(error, CONTEXT_CANCELLED) ||
+                  error.getType() == kj::Exception::Type::DISCONNECTED)) {
+    return;  // caused by our own teardown: not an error
+  }
   TRACTOR_LOG(RUNTIME, "child failed: ", error.getDescription());
   errors.add(kj::mv(error));
   if (failFulfiller->isWaiting()) failFulfiller->fulfill();
+}
+
+void ActorNursery::reportExit(Child& c) {
+  if (c.exitReported) return;
+  c.exitReported = true;
+  bool clean = false;
+  KJ_IF_MAYBE(s, c.process->exitStatus()) {
+    clean = WIFEXITED(*s) && WEXITSTATUS(*s) == 0;
+  }
+  if (clean) {
+    // It was cancelled (by anyone) and exited in order: nothing is left to tear down.
+    TRACTOR_LOG(RUNTIME, c.id.toString(), " exited");
+  } else if (!c.closing) {
+    childFailed(typedError(ACTOR_FAILURE, kj::str("actor ", c.id.toString(),
+                                                  " ended unexpectedly: ",
+                                                  c.process->describeExit())));
+  }
 }
 
 kj::Promise<Portal> ActorNursery::startActor(kj::StringPtr name, ActorOptions options) {
@@ -118,25 +147,30 @@ kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options
 
   // An exit before teardown is a failure; so is the main task's error.
   Child& c = *child;
-  auto exitWatch = c.process->onExit().then([this, &c]() {
-    auto status = c.process->exitStatus();
-    bool clean = false;
-    KJ_IF_MAYBE(s, status) {
-      clean = WIFEXITED(*s) && WEXITSTATUS(*s) == 0;
-    }
-    if (clean) {
-      // It was cancelled (by anyone) and exited in order: nothing is left to tear down.
-      TRACTOR_LOG(RUNTIME, c.id.toString(), " exited");
-    } else if (!c.closing) {
-      childFailed(typedError(ACTOR_FAILURE, kj::str("actor ", c.id.toString(),
-                                                    " ended unexpectedly: ",
-                                                    c.process->describeExit())));
-    }
-  });
+  auto exitWatch = c.process->onExit().then([this, &c]() { reportExit(c); });
   if (c.hasMainTask) {
-    auto resultWatch = portal.waitForResult<Value>().then(
-        [](Value&&) {}, [this](kj::Exception&& e) { childFailed(kj::mv(e)); });
-    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), kj::mv(resultWatch)))
+    auto& result = c.result.emplace(
+        portal.waitForResult<Value>()
+            .then([](Value&&) -> kj::Promise<void> { return kj::READY_NOW; },
+                  [this, &c](kj::Exception&& e) -> kj::Promise<void> {
+                    if (e.getType() != kj::Exception::Type::DISCONNECTED || c.closing) {
+                      childFailed(kj::mv(e));
+                      return kj::READY_NOW;
+                    }
+                    // The connection dropped: if the process died, its exit status says more
+                    // (the exit watch reports it).
+                    auto& timer = Actor::current().timer();
+                    return moveOnAfter(timer, EXIT_TIMEOUT, c.process->onExit())
+                        .then([this, &c, e = kj::mv(e)](bool exited) mutable {
+                          if (exited) {
+                            reportExit(c);
+                          } else {
+                            childFailed(kj::mv(e));
+                          }
+                        });
+                  })
+            .fork());
+    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), result.addBranch()))
                   .eagerlyEvaluate(nullptr);
   } else {
     c.watch = exitWatch.eagerlyEvaluate(nullptr);
@@ -148,9 +182,17 @@ kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options
           capnp::Response<schema::Actor::StartResults>&&) mutable -> kj::Promise<Portal> {
         return kj::mv(portal);
       },
-      [name = kj::str(name)](kj::Exception&& e) -> kj::Promise<Portal> {
-        auto desc = kj::str("starting actor '", name, "' failed: ", e.getDescription());
-        return kj::Exception(e.getType(), __FILE__, __LINE__, kj::mv(desc));
+      [&c](kj::Exception&& e) -> kj::Promise<Portal> {
+        auto failed = [&c, e = kj::mv(e)]() -> kj::Promise<Portal> {
+          auto reason = c.process->hasExited() ? c.process->describeExit()
+                                               : kj::str(e.getDescription());
+          return typedError(ACTOR_FAILURE, kj::str("starting actor ", c.id.toString(),
+                                                   " failed: ", reason));
+        };
+        if (e.getType() != kj::Exception::Type::DISCONNECTED) return failed();
+        // It died while starting: wait (briefly) for its exit status, which says why.
+        return moveOnAfter(Actor::current().timer(), EXIT_TIMEOUT, c.process->onExit())
+            .then([failed = kj::mv(failed)](bool) mutable { return failed(); });
       });
 }
 
@@ -180,9 +222,9 @@ kj::Promise<void> ActorNursery::collectResults() {
   // Every runInActor child's result, concurrently; a failure ends the wait (one-cancels-all).
   kj::Vector<kj::Promise<void>> results;
   for (auto& child: children) {
-    if (child->hasMainTask && !child->closing) {
-      KJ_IF_MAYBE(p, child->portal) {
-        results.add(p->waitForResult<Value>().then([](Value&&) {}, [](kj::Exception&&) {}));
+    if (!child->closing) {
+      KJ_IF_MAYBE(r, child->result) {
+        results.add(r->addBranch());
       }
     }
   }
@@ -208,7 +250,7 @@ kj::Promise<void> ActorNursery::supervise(kj::Promise<void> block) {
         return teardownAll(false);
       })
       .then([this]() -> kj::Promise<void> {
-        for (auto& child: children) child->watch = nullptr;
+        for (auto& child: children) child->forget();
         if (errors.size() == 0) return kj::READY_NOW;
         if (errors.size() == 1) return kj::mv(errors[0]);
         kj::Vector<kj::String> parts;

@@ -406,7 +406,7 @@ TEST_CASE("coro awaiting a promise that is rejected later") {
   CHECK(outcome.wait(io.waitScope) == "error late rejection");
 }
 
-TEST_CASE("coro cancelling a coroutine awaiting a Task destroys both frames and the inner promise") {
+TEST_CASE("coro cancelling a coroutine awaiting a Task destroys both frames and its promise") {
   ManualTime time;
   kj::Vector<kj::StringPtr> log;
   {

@@ -114,7 +114,7 @@ void LeakAudit::check() {
   checked = true;
   auto leaks = findLeaks();
   for (auto& leak: leaks) {
-    FAIL_CHECK(leak.cStr());
+    FAIL_CHECK(doctest::String(leak.cStr()));
   }
   killAndReapLeaks();
 }

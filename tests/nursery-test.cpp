@@ -1,1 +1,206 @@
+// The actor nursery: nesting, one-cancels-all, error propagation, teardown and reaping.
+
 #include <doctest/doctest.h>
+#include <unistd.h>
+#include <stdexcept>
+#include "kj-runtime/main.h"
+#include "tests/leak-audit.h"
+
+namespace {
+
+using tractor::ActorNursery;
+using tractor::Portal;
+using tractor::Task;
+using tractor::test::contains;
+
+int64_t leaf(int64_t x) { return x + 1; }
+TRACTOR_EXPOSE(nursery_test, leaf);
+
+Task<int64_t> descend(int64_t depth) {
+  // Each level spawns the next in a nursery of its own; the leaf adds one.
+  int64_t result = 0;
+  co_await tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+    if (depth <= 1) {
+      Portal p = co_await n.runInActor(leaf, 0);
+      result = co_await p.waitForResult<int64_t>() + 1;
+    } else {
+      Portal p = co_await n.runInActor(descend, depth - 1);
+      result = co_await p.waitForResult<int64_t>() + 1;
+    }
+  });
+  co_return result;
+}
+TRACTOR_EXPOSE(nursery_test, descend);
+
+void boom(kj::String why) { throw std::invalid_argument(why.cStr()); }
+TRACTOR_EXPOSE(nursery_test, boom);
+
+Task<void> sleepLong() {
+  co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+}
+TRACTOR_EXPOSE(nursery_test, sleepLong);
+
+Task<void> exitAbruptly(bool whileStarting) {
+  // Dies without a word: during the spawn handshake, or once it is running.
+  if (!whileStarting) co_await kj::evalLater([]() {});
+  _exit(3);
+}
+TRACTOR_EXPOSE(nursery_test, exitAbruptly);
+
+template <typename Func>
+kj::Maybe<kj::Exception> runAudited(Func&& body) {
+  // Runs `body` as the root function and returns what it raised; the leak audit runs after.
+  tractor::test::LeakAudit audit;
+  auto error = kj::runCatchingExceptions([&]() { tractor::runAsRoot(kj::fwd<Func>(body)); });
+  audit.check();
+  return error;
+}
+
+}  // namespace
+
+TEST_SUITE("multiproc") {
+  TEST_CASE("nurseries nest three levels deep") {
+    int64_t result = 0;
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.runInActor(descend, 3);
+        result = co_await p.waitForResult<int64_t>();
+      });
+    });
+    CHECK(error == nullptr);
+    CHECK(result == 4);
+  }
+
+  TEST_CASE("a failing run in actor child raises its error from the nursery") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        co_await n.runInActor(boom, "bad input");
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
+        CHECK(r->boxedType == "std::invalid_argument");
+        CHECK(r->message == "bad input");
+        CHECK(r->src.name == "boom");
+      } else {
+        FAIL("not a remote error: ", e->getDescription().cStr());
+      }
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("one failure cancels the sibling actors and the block") {
+    bool blockFinished = false;
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        co_await n.startActor("daemon", tractor::enable("nursery_test"));
+        co_await n.runInActor(sleepLong);
+        co_await n.runInActor(boom, "first");
+        // The failure cancels the block while it waits here.
+        co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+        blockFinished = true;
+      });
+    });
+    CHECK(!blockFinished);
+    KJ_IF_MAYBE(e, error) {
+      CHECK(tractor::isRemoteError(*e, "std::invalid_argument"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("two failures raise an error group naming both") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        // Both are spawned in the same turn, so both fail before either can be cancelled.
+        co_await kj::joinPromises(kj::arr(n.runInActor(boom, "left"), n.runInActor(boom, "right")));
+        co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      auto desc = e->getDescription();
+      CHECK(contains(desc, tractor::ERROR_GROUP));
+      CHECK(contains(desc, "left"));
+      CHECK(contains(desc, "right"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("an error in the block tears down every child") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        co_await n.startActor("one", tractor::enable("nursery_test"));
+        co_await n.startActor("two", tractor::enable("nursery_test"));
+        KJ_FAIL_REQUIRE("block failed on purpose");
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(contains(e->getDescription(), "block failed on purpose"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("a child that exits on its own is an ActorFailure") {
+    bool whileStarting = false;
+    SUBCASE("once running") { whileStarting = false; }
+    SUBCASE("while starting") { whileStarting = true; }
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        co_await n.runInActor(exitAbruptly, whileStarting);
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      INFO(doctest::String(e->getDescription().cStr()));
+      CHECK(contains(e->getDescription(), tractor::ACTOR_FAILURE));
+      CHECK(contains(e->getDescription(), "exited with status 3"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("nursery cancel tears down children and is reported") {
+    bool called = false;
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.startActor("daemon", tractor::enable("nursery_test"));
+        CHECK(co_await p.run(leaf, 1) == 2);
+        co_await n.cancel();
+        called = n.cancelCalled();
+        auto after = co_await p.run(leaf, 1).then([](int64_t) { return false; },
+                                                  [](kj::Exception&&) { return true; });
+        CHECK(after);
+      });
+    });
+    CHECK(error == nullptr);
+    CHECK(called);
+  }
+
+  TEST_CASE("cancelling the enclosing scope still reaps every child") {
+    auto error = runAudited([]() -> Task<void> {
+      auto& timer = tractor::Actor::current().timer();
+      bool done = co_await tractor::moveOnAfter(
+          timer, 200 * kj::MILLISECONDS,
+          tractor::openNursery([](ActorNursery& n) -> Task<void> {
+            co_await n.startActor("a", tractor::enable("nursery_test"));
+            co_await n.runInActor(sleepLong);
+            co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+          }));
+      CHECK(!done);
+    });
+    // runAsRoot waited for the shielded teardown; the audit proves nothing is left.
+    CHECK(error == nullptr);
+  }
+
+  TEST_CASE("hard kill skips the graceful request") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        co_await n.startActor("doomed", tractor::enable("nursery_test"));
+        co_await n.cancel(true);
+      });
+    });
+    CHECK(error == nullptr);
+  }
+}

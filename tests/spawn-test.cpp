@@ -1,1 +1,171 @@
+// Spawning: identity, process titles, log levels, pidfd-owned child processes.
+
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <unistd.h>
+#include "kj-runtime/main.h"
+#include "spawn/process.h"
+#include "tests/leak-audit.h"
+
+namespace {
+
+using tractor::ActorNursery;
+using tractor::Portal;
+using tractor::Task;
+using tractor::test::contains;
+
+kj::String readFile(kj::StringPtr path) {
+  int fd = open(path.cStr(), O_RDONLY);
+  KJ_REQUIRE(fd >= 0, "cannot open", path);
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  // /proc/self/cmdline separates arguments with NULs.
+  for (ssize_t i = 0; i < n; i++) {
+    if (buf[i] == '\0') buf[i] = ' ';
+  }
+  return kj::heapString(buf, n < 0 ? 0 : n);
+}
+
+kj::String comm() { return readFile("/proc/self/comm"); }
+TRACTOR_EXPOSE(spawn_test, comm);
+
+kj::String cmdline() { return readFile("/proc/self/cmdline"); }
+TRACTOR_EXPOSE(spawn_test, cmdline);
+
+kj::String level() { return kj::str(tractor::logLevelName(tractor::logLevel())); }
+TRACTOR_EXPOSE(spawn_test, level);
+
+kj::String identity() {
+  auto& actor = tractor::Actor::current();
+  return kj::str(actor.id().name, '@', actor.id().pid, ' ', actor.isRoot());
+}
+TRACTOR_EXPOSE(spawn_test, identity);
+
+int64_t parentPid() { return getppid(); }
+TRACTOR_EXPOSE(spawn_test, parentPid);
+
+int64_t openFds() {
+  // Counts this process's fds that are sockets other than the parent connection: none of the
+  // parent's fds may leak into a child.
+  int64_t count = 0;
+  for (int fd = 4; fd < 256; fd++) {
+    if (fcntl(fd, F_GETFD) < 0) continue;
+    char path[64], target[256];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    if (n > 0 && strncmp(target, "socket:", 7) == 0) count++;
+  }
+  return count;
+}
+TRACTOR_EXPOSE(spawn_test, openFds);
+
+template <typename Func>
+void inRoot(Func&& body) {
+  tractor::test::LeakAudit audit;
+  tractor::runAsRoot(kj::fwd<Func>(body));
+  audit.check();
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+  TEST_CASE("no runtime outside an actor") {
+    CHECK(tractor::Actor::tryCurrent() == nullptr);
+    auto e = kj::runCatchingExceptions([]() { tractor::Actor::current(); });
+    KJ_IF_MAYBE(ex, e) {
+      CHECK(contains(ex->getDescription(), tractor::NO_RUNTIME));
+    } else {
+      FAIL("Actor::current() did not raise");
+    }
+  }
+
+  TEST_CASE("bad actor names are refused") {
+    CHECK_THROWS(tractor::validateActorName(""));
+    CHECK_THROWS(tractor::validateActorName("has space"));
+    CHECK_THROWS(tractor::validateActorName("slash/name"));
+    CHECK_NOTHROW(tractor::validateActorName("worker-1.a_b"));
+  }
+
+  TEST_CASE("uuids are version 4 and distinct") {
+    auto a = tractor::newUuid();
+    auto b = tractor::newUuid();
+    CHECK(a.size() == 36);
+    CHECK(a[14] == '4');
+    CHECK(a != b);
+  }
+}
+
+TEST_SUITE("multiproc") {
+  TEST_CASE("the root knows itself and its children know their parent") {
+    inRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        auto& root = tractor::Actor::current();
+        CHECK(root.isRoot());
+        CHECK(root.id().name == "root");
+        CHECK(root.parent() == nullptr);
+        Portal p = co_await n.startActor("kid", tractor::enable("spawn_test"));
+        CHECK(co_await p.run(identity) == kj::str("kid@", p.actorId().pid, " false"));
+        CHECK(co_await p.run(parentPid) == getpid());
+      });
+    });
+  }
+
+  TEST_CASE("process titles show the actor name") {
+    inRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.startActor("titled", tractor::enable("spawn_test"));
+        CHECK(co_await p.run(comm) == "titled\n");
+        auto line = co_await p.run(cmdline);
+        CHECK(line.startsWith("tractor[titled] child of root@"));
+      });
+    });
+  }
+
+  TEST_CASE("log level is inherited and can be set per actor") {
+    inRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal inherits = co_await n.startActor("inherits", tractor::enable("spawn_test"));
+        CHECK(co_await inherits.run(level) == tractor::logLevelName(tractor::logLevel()));
+        Portal chatty = co_await n.startActor(
+            "chatty", tractor::enable("spawn_test").withLogLevel("trace"));
+        CHECK(co_await chatty.run(level) == "trace");
+      });
+    });
+  }
+
+  TEST_CASE("children get no stray sockets from their parent") {
+    inRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal first = co_await n.startActor("first", tractor::enable("spawn_test"));
+        // The second child is spawned while the first one's connection is open in the parent.
+        Portal second = co_await n.startActor("second", tractor::enable("spawn_test"));
+        CHECK(co_await second.run(openFds) == 0);
+        CHECK(co_await first.run(openFds) == 0);
+      });
+    });
+  }
+
+  TEST_CASE("a child process is owned through its pidfd") {
+    tractor::test::LeakAudit audit;
+    auto io = kj::setupAsyncIo();
+    pid_t pid;
+    char sleepPath[] = "/bin/sleep";
+    char seconds[] = "30";
+    char* argv[] = {sleepPath, seconds, nullptr};
+    REQUIRE(posix_spawn(&pid, "/bin/sleep", nullptr, nullptr, argv, environ) == 0);
+    tractor::ChildProcess child(io.unixEventPort, pid);
+    CHECK(!child.hasExited());
+    CHECK(child.describeExit() == "still running");
+    child.signal(SIGTERM);
+    child.onExit().wait(io.waitScope);
+    // A second wait resolves at once; signals after the reap are no-ops.
+    child.onExit().wait(io.waitScope);
+    child.signal(SIGKILL);
+    CHECK(child.hasExited());
+    CHECK(contains(child.describeExit(), "killed by signal 15"));
+  }
+}

@@ -7,6 +7,7 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 #include <kj/vector.h>
+#include <string.h>
 #include <stdexcept>
 
 namespace tractor {
@@ -339,7 +340,7 @@ TEST_CASE("task group nested group failure propagates outward and cancels both l
   CHECK(time.timerIdle());
 }
 
-TEST_CASE("task group cancelling the outer group cancels a nested group's children") {
+TEST_CASE("task group cancelling the outer group cancels the children of a nested group") {
   ManualTime time;
   Probe innerA, innerB;
   bool innerBlockResumed = false;
