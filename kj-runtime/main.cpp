@@ -53,9 +53,10 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
   auto body = actor.wrapTask(kj::evalNow([&]() { return rootFn(); }))
                   .then([]() { return 0; });
   if (options.handleSignals) {
-    body = body.exclusiveJoin(firstSignal(io.unixEventPort).then([&actor](int signo) {
+    // A signal drops the root function: its nurseries hand their children to the shield keeper,
+    // which tears them down gracefully below.
+    body = body.exclusiveJoin(firstSignal(io.unixEventPort).then([](int signo) {
       TRACTOR_LOG(WARNING, "received ", strsignal(signo), ": cancelling the actor tree");
-      (void)actor;
       return signo;
     }));
   }
