@@ -90,6 +90,37 @@ TEST_SUITE("unit") {
     CHECK_NOTHROW(tractor::validateActorName("worker-1.a_b"));
   }
 
+  TEST_CASE("log lines name the actor and honour the level") {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    int savedStderr = dup(STDERR_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    auto before = tractor::logLevel();
+    tractor::setLogLevel(tractor::LogLevel::INFO);
+    tractor::setLogActor("tester@42");
+    TRACTOR_LOG(INFO, "shown ", 1);
+    TRACTOR_LOG(DEBUG, "hidden");
+    {
+      // KJ's own log lines go through the sink and so carry the actor as well.
+      tractor::LogSink sink;
+      KJ_LOG(WARNING, "from kj");
+    }
+    tractor::setLogLevel(before);
+    dup2(savedStderr, STDERR_FILENO);
+    close(savedStderr);
+    close(fds[1]);
+    char buf[4096];
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    buf[n < 0 ? 0 : n] = '\0';
+    kj::StringPtr out(buf);
+    CHECK(contains(out, "[info] tester@42 spawn-test.cpp:"));
+    CHECK(contains(out, "shown 1"));
+    CHECK(!contains(out, "hidden"));
+    CHECK(contains(out, "[warning] tester@42 spawn-test.cpp:"));
+    CHECK(contains(out, "from kj"));
+  }
+
   TEST_CASE("uuids are version 4 and distinct") {
     auto a = tractor::newUuid();
     auto b = tractor::newUuid();
