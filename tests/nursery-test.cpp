@@ -35,6 +35,18 @@ TRACTOR_EXPOSE(nursery_test, descend);
 void boom(kj::String why) { throw std::invalid_argument(why.cStr()); }
 TRACTOR_EXPOSE(nursery_test, boom);
 
+Task<void> descendAndFail(int64_t depth) {
+  // A chain of supervisors whose leaf fails: each level's nursery raises the error it got.
+  co_await tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+    if (depth <= 1) {
+      co_await n.runInActor(boom, "deep down");
+    } else {
+      co_await n.runInActor(descendAndFail, depth - 1);
+    }
+  });
+}
+TRACTOR_EXPOSE(nursery_test, descendAndFail);
+
 Task<void> sleepLong() {
   co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
 }
@@ -82,6 +94,32 @@ TEST_SUITE("multiproc") {
         CHECK(r->boxedType == "std::invalid_argument");
         CHECK(r->message == "bad input");
         CHECK(r->src.name == "boom");
+      } else {
+        FAIL("not a remote error: ", e->getDescription().cStr());
+      }
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("an error relayed through two supervisors keeps its source and names every hop") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        co_await n.runInActor(descendAndFail, 2);
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
+        CHECK(r->boxedType == "RemoteActorError");
+        CHECK(r->srcType == "std::invalid_argument");
+        CHECK(r->message == "deep down");
+        CHECK(r->src.name == "boom");
+        REQUIRE(r->relayPath.size() == 3);
+        CHECK(r->relayPath[0].name == "boom");
+        CHECK(r->relayPath[1].name == "descendAndFail");
+        CHECK(r->relayPath[2].name == "descendAndFail");
+        CHECK(r->relayPath[1].pid != r->relayPath[2].pid);
+        CHECK(r->isInception());
       } else {
         FAIL("not a remote error: ", e->getDescription().cStr());
       }
