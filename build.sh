@@ -25,11 +25,12 @@ install_missing() {
   fi
 }
 
-configure_and_build() {  # dir, C compiler, C++ compiler
+configure_and_build() {  # dir, C compiler, C++ compiler, [targets...]
   local dir=$1 cc=$2 cxx=$3
+  shift 3
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRACTOR_WERROR=ON \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
-  cmake --build "$dir" -j "${JOBS:-$(nproc)}"
+  cmake --build "$dir" -j "${JOBS:-$(nproc)}" ${1:+--target "$@"}
 }
 
 run_tests() {  # dir
@@ -39,7 +40,7 @@ run_tests() {  # dir
 install_missing
 case "${1:-}" in
   sample)
-    configure_and_build "${BUILD_DIR:-build}" gcc g++
+    configure_and_build "${BUILD_DIR:-build}" gcc g++ rpc_daemon
     "${BUILD_DIR:-build}/samples/rpc_daemon"
     ;;
   test)
