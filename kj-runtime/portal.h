@@ -35,6 +35,19 @@ constexpr bool ARGUMENT_FITS =
     std::is_constructible_v<std::decay_t<Param>, Arg> ||
     (IsStringLike_<std::decay_t<Param>>::value && IsStringLike_<std::decay_t<Arg>>::value);
 
+template <typename... Args>
+void encodeCall(schema::Call::Builder call, kj::StringPtr module, kj::StringPtr function,
+                Args&&... args) {
+  // Fills in one call: its address and its arguments, each encoded with its own codec.
+  call.setModule(module);
+  call.setFunction(function);
+  auto list = call.initArgs(sizeof...(Args));
+  uint i = 0;
+  (encodeValue<std::decay_t<Args>>(list[i++], args), ...);
+  (void)i;
+  (void)list;
+}
+
 template <typename T>
 T decodeResult(Value&& value, kj::StringPtr what) {
   if constexpr (std::is_void_v<T>) {
@@ -134,14 +147,7 @@ kj::Promise<typename _::Unpromised_<R>::Type> Portal::run(R (*fn)(Params...), Ar
   using T = typename _::Unpromised_<R>::Type;
   const FunctionInfo& info = requireExposed(fn);
   auto request = state->capability.runRequest();
-  auto call = request.initCall();
-  call.setModule(info.module);
-  call.setFunction(info.name);
-  auto list = call.initArgs(sizeof...(Args));
-  uint i = 0;
-  (encodeValue<std::decay_t<Args>>(list[i++], args), ...);
-  (void)i;
-  (void)list;
+  _::encodeCall(request.initCall(), info.module, info.name, kj::fwd<Args>(args)...);
   auto what = kj::str(info.module, '.', info.name);
   return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
     return _::decodeResult<T>(kj::mv(v), what);
@@ -151,14 +157,7 @@ kj::Promise<typename _::Unpromised_<R>::Type> Portal::run(R (*fn)(Params...), Ar
 template <typename T, typename... Args>
 kj::Promise<T> Portal::run(kj::StringPtr module, kj::StringPtr function, Args&&... args) {
   auto request = state->capability.runRequest();
-  auto call = request.initCall();
-  call.setModule(module);
-  call.setFunction(function);
-  auto list = call.initArgs(sizeof...(Args));
-  uint i = 0;
-  (encodeValue<std::decay_t<Args>>(list[i++], args), ...);
-  (void)i;
-  (void)list;
+  _::encodeCall(request.initCall(), module, function, kj::fwd<Args>(args)...);
   auto what = kj::str(module, '.', function);
   return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
     return _::decodeResult<T>(kj::mv(v), what);

@@ -118,13 +118,7 @@ kj::Promise<Portal> ActorNursery::runInActor(kj::StringPtr name, ActorOptions op
   const FunctionInfo& info = requireExposed(fn);
   capnp::MallocMessageBuilder message;
   auto call = message.initRoot<schema::Call>();
-  call.setModule(info.module);
-  call.setFunction(info.name);
-  auto list = call.initArgs(sizeof...(Args));
-  uint i = 0;
-  (encodeValue<std::decay_t<Args>>(list[i++], args), ...);
-  (void)i;
-  (void)list;
+  _::encodeCall(call, info.module, info.name, kj::fwd<Args>(args)...);
   return spawn(name, kj::mv(options), call.asReader());
 }
 
