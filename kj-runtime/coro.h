@@ -24,8 +24,9 @@
 //
 // g++ 12 miscompiles two constructs inside coroutine bodies (clang 14 is fine): a braced list
 // of several elements (`std::vector<int>{1, 2}`, an array of strings) fails with "array used as
-// initializer", and `co_await` in both arms of `?:` destroys the result twice. Build such values
-// in an ordinary function, and use `if`/`else`.
+// initializer", and `co_await` in both arms of `?:` destroys the result twice. Several `co_await`s
+// among one call's arguments misbehaved too. Build such values in an ordinary function, use
+// `if`/`else`, and await into named locals first.
 //
 // Lifetimes: take coroutine parameters by value. Reference parameters and lambda captures dangle
 // once the caller's full-expression ends, unless the caller outlives the frame (as in the
