@@ -78,4 +78,8 @@ TEST_SUITE("multiproc") {
     checkSample("single_func");
   }
   TEST_CASE("sample rpc_daemon serves calls and is cancelled") { checkSample("rpc_daemon"); }
+  TEST_CASE("sample we_are_processes contains its zombies") { checkSample("we_are_processes"); }
+  TEST_CASE("sample worker_pool computes primes in a pool of actors") {
+    checkSample("worker_pool");
+  }
 }
