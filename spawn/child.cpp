@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#include "kj-runtime/buffered-stream.h"
 #include "kj-runtime/main.h"
 #include "spawn/exec-spawn.h"
 
@@ -41,8 +42,8 @@ int childMain() {
     }
   }
   Actor actor(io, ActorId{kj::mv(name), kj::str(), static_cast<uint32_t>(getpid())}, false);
-  auto connection = io.lowLevelProvider->wrapSocketFd(
-      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  auto connection = kj::heap<BufferedStream>(io.lowLevelProvider->wrapSocketFd(
+      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP));
   {
     capnp::TwoPartyClient rpc(*connection, actor.serve(nullptr), capnp::rpc::twoparty::Side::SERVER);
     rpc.onDisconnect().wait(io.waitScope);

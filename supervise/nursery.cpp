@@ -6,6 +6,7 @@
 #include <kj/debug.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include "kj-runtime/buffered-stream.h"
 #include "spawn/exec-spawn.h"
 
 namespace tractor {
@@ -112,7 +113,7 @@ kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options
   auto child = kj::refcounted<Child>();
   child->id = ActorId{kj::str(name), newUuid(), static_cast<uint32_t>(spawned.process->pid())};
   child->process = kj::mv(spawned.process);
-  child->connection = kj::mv(spawned.connection);
+  child->connection = kj::heap<BufferedStream>(kj::mv(spawned.connection));
   child->rpc = kj::heap<capnp::TwoPartyClient>(*child->connection);
   auto capability = child->rpc->bootstrap().castAs<schema::Actor>();
   TRACTOR_LOG(RUNTIME, "spawned ", child->id.toString());
