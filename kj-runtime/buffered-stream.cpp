@@ -59,9 +59,10 @@ kj::Promise<void> BufferedStream::afterBuffering() {
     auto paf = kj::newPromiseAndFulfiller<void>();
     flushedFulfiller = kj::mv(paf.fulfiller);
     flushed = paf.promise.fork();
-    // Queued behind the work already scheduled, so that the rest of this burst joins the write.
+    // Run when the event queue is otherwise empty and the thread is about to wait for I/O, so
+    // that everything this burst of work writes joins the one write.
     // A finished task is replaced by the next burst's (never destroyed inside itself).
-    flushTask = kj::evalLater([this]() { return flush(); })
+    flushTask = kj::evalLast([this]() { return flush(); })
                     .then([]() {},
                           [this](kj::Exception&& e) {
                             flushing = false;

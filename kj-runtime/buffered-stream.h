@@ -14,9 +14,9 @@ class BufferedStream final: public kj::AsyncIoStream {
   // network this wrapper turns that into about one read per burst of incoming messages and one
   // write per burst of outgoing ones.
   //
-  // Writes are buffered and acknowledged at once; the buffer is flushed by a task queued behind
-  // the work already scheduled on the event loop, so every message produced in the same burst
-  // leaves together, and a lone message waits for no timer. Past HIGH_WATER buffered bytes a
+  // Writes are buffered and acknowledged at once; the buffer is flushed when the event loop has
+  // nothing else to run and is about to wait for I/O (`kj::evalLast`), so every message produced
+  // in the same burst leaves together, and a lone message waits for no timer. Past HIGH_WATER buffered bytes a
   // write waits for the flush, which keeps flow control (the peer's reading pace) intact. A write
   // error is kept and raised by every later write.
   //
