@@ -2,10 +2,12 @@
 # Set up, build and run tractor for C++ on Debian 12.
 #
 #   ./build.sh sample   install what is missing, build, run the flagship sample (samples/rpc_daemon)
-#   ./build.sh test     install what is missing, build with g++ and clang (warnings are errors),
-#                       run the whole test suite with each
+#   ./build.sh test     install what is missing; build with g++, with clang (warnings are errors)
+#                       and with AddressSanitizer + UndefinedBehaviorSanitizer; run the whole
+#                       test suite with each
 #
-# Environment: BUILD_DIR (default build), JOBS (default: number of cores).
+# The builds are the CMake presets of CMakePresets.json (gcc, clang, asan).
+# Environment: JOBS (default: number of cores).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,31 +27,29 @@ install_missing() {
   fi
 }
 
-configure_and_build() {  # dir, C compiler, C++ compiler, [targets...]
-  local dir=$1 cc=$2 cxx=$3
-  shift 3
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRACTOR_WERROR=ON \
-    -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
-  cmake --build "$dir" -j "${JOBS:-$(nproc)}" ${1:+--target "$@"}
+configure_and_build() {  # preset, [targets...]
+  local preset=$1
+  shift
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j "${JOBS:-$(nproc)}" ${1:+--target "$@"}
 }
 
-run_tests() {  # dir
-  (cd "$1" && ctest --output-on-failure --timeout 300 -j "${JOBS:-$(nproc)}")
+run_tests() {  # preset
+  ctest --preset "$1" -j "${JOBS:-$(nproc)}"
 }
 
 install_missing
 case "${1:-}" in
   sample)
-    configure_and_build "${BUILD_DIR:-build}" gcc g++ rpc_daemon
-    "${BUILD_DIR:-build}/samples/rpc_daemon"
+    configure_and_build gcc rpc_daemon
+    build/samples/rpc_daemon
     ;;
   test)
-    echo "== g++"
-    configure_and_build "${BUILD_DIR:-build}" gcc g++
-    run_tests "${BUILD_DIR:-build}"
-    echo "== clang"
-    configure_and_build "${BUILD_DIR:-build}-clang" clang clang++
-    run_tests "${BUILD_DIR:-build}-clang"
+    for preset in gcc clang asan; do
+      echo "== $preset"
+      configure_and_build "$preset"
+      run_tests "$preset"
+    done
     ;;
   *)
     echo "usage: $0 sample|test" >&2
