@@ -1,6 +1,7 @@
 // The actor nursery: nesting, one-cancels-all, error propagation, teardown and reaping.
 
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <unistd.h>
 #include <stdexcept>
 #include "kj-runtime/main.h"
@@ -58,6 +59,12 @@ Task<void> exitAbruptly(bool whileStarting) {
   _exit(3);
 }
 TRACTOR_EXPOSE(nursery_test, exitAbruptly);
+
+void blockForever() {
+  // A blocking, non-cancellable call: the actor's event loop never runs again.
+  for (;;) pause();
+}
+TRACTOR_EXPOSE(nursery_test, blockForever);
 
 template <typename Func>
 kj::Maybe<kj::Exception> runAudited(Func&& body) {
@@ -229,6 +236,27 @@ TEST_SUITE("multiproc") {
       CHECK(!done);
     });
     // runAsRoot waited for the shielded teardown; the audit proves nothing is left.
+    CHECK(error == nullptr);
+  }
+
+  TEST_CASE("a child stuck in a blocking call is too slow to cancel and is killed by the ladder") {
+    bool tooSlow = false;
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.startActor("stuck", tractor::enable("nursery_test"));
+        // Started, not awaited: the call blocks the child for good.
+        auto stuck = p.run(blockForever).eagerlyEvaluate(nullptr);
+        // A round trip behind it cannot complete either; the cancel request is not answered.
+        tooSlow = co_await p.cancelActor(50 * kj::MILLISECONDS, true)
+                      .then([](bool) { return false; },
+                            [](kj::Exception&& e) {
+                              return contains(e.getDescription(), tractor::ACTOR_TOO_SLOW);
+                            });
+        // The scope's end climbs the ladder: cancel, close, SIGTERM. Only a signal can end this
+        // child, so the scope returning at all proves it was killed.
+      });
+    });
+    CHECK(tooSlow);
     CHECK(error == nullptr);
   }
 
