@@ -135,6 +135,63 @@ TEST_SUITE("multiproc") {
     }
   }
 
+  TEST_CASE("an error relayed from depth three names all four hops") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        co_await n.runInActor(descendAndFail, 3);
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
+        CHECK(r->srcType == "std::invalid_argument");
+        CHECK(r->relayPath.size() == 4);
+      } else {
+        FAIL("not a remote error: ", e->getDescription().cStr());
+      }
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("a failing call to a daemon among sleeping actors cancels them all") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        for (int i = 0; i < 3; i++) co_await n.runInActor(sleepLong);
+        co_await n.startActor("calm", tractor::enable("nursery_test"));
+        Portal failing = co_await n.startActor("failing", tractor::enable("nursery_test"));
+        // Not caught: the block fails, and with it the whole nursery.
+        co_await failing.run(boom, "daemon call failed");
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(tractor::isRemoteError(*e, "std::invalid_argument"));
+      CHECK(contains(e->getDescription(), "daemon call failed"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("an error while children are still being spawned tears every one of them down") {
+    auto error = runAudited([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        // Spawned, not awaited: the block fails while their handshakes are in flight.
+        kj::Vector<kj::Promise<Portal>> starting;
+        for (int i = 0; i < 4; i++) starting.add(n.runInActor(sleepLong));
+        for (int i = 0; i < 2; i++) {
+          starting.add(n.startActor(kj::str("half", i), tractor::enable("nursery_test")));
+        }
+        CHECK(n.childCount() == 6);
+        KJ_FAIL_REQUIRE("failed during spawning");
+        co_return;
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(contains(e->getDescription(), "failed during spawning"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
   TEST_CASE("one failure cancels the sibling actors and the block") {
     bool blockFinished = false;
     auto error = runAudited([&]() {

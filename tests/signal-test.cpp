@@ -108,6 +108,39 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("SIGTERM at the root cancels the whole tree") { checkSignalEndsTree(SIGTERM); }
 
+  TEST_CASE("SIGKILL of a middle actor takes its subtree down and fails the nursery") {
+    tractor::test::LeakAudit audit;
+    pid_t grandchild = 0;
+    auto error = kj::runCatchingExceptions([&]() {
+      tractor::runAsRoot([&]() {
+        return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+          Portal middle = co_await n.startActor("middle", tractor::enable("signal_test"));
+          grandchild = static_cast<pid_t>(co_await middle.run(spawnGrandchild));
+          kill(static_cast<pid_t>(middle.actorId().pid), SIGKILL);
+          co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+        });
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(tractor::test::contains(e->getDescription(), "tractor::ActorFailure"));
+      CHECK(tractor::test::contains(e->getDescription(), "killed by signal 9"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+    // The grandchild lost its parent: the kernel's parent-death signal or the closed connection
+    // ends it, and it is re-parented to this (subreaper) process, which reaps it here.
+    REQUIRE(grandchild > 0);
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, grandchild, 0));
+    if (pidfd >= 0) {
+      struct pollfd pfd = {pidfd, POLLIN, 0};
+      CHECK(poll(&pfd, 1, 10000) == 1);
+      close(pidfd);
+    }
+    int status;
+    CHECK(waitpid(grandchild, &status, WNOHANG) == grandchild);
+    audit.check();
+  }
+
   TEST_CASE("SIGKILL of the root takes every descendant down") {
     tractor::test::LeakAudit audit;
     tractor::test::ScenarioProcess root("interruptedTree");
