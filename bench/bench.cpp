@@ -12,6 +12,13 @@
 //   ping-pong over a socketpair between two processes with blocking read/write.
 // - nursery_teardown: nursery exit with one daemon child, from the end of the block until the
 //   scope returned. No floor.
+// - error_to_reaped_8: a nursery with 8 `runInActor` children sleeping for an hour, all running;
+//   the block then raises. Timed from just before the raise until `openNursery` completed with that
+//   error, when every child has been cancelled and reaped. No floor (target: under 50 ms).
+// - error_to_reaped_14: the same for a tree of 14 actors, depth 3: 2 supervisors, each running 2
+//   sub-supervisors, each running 2 sleeping leaves. Every supervisor is a `runInActor` main task
+//   with a nursery of its own, and reports its subtree's readiness (and pids) to its parent once
+//   its children are up, so the root raises only when all 14 run. No floor (target: under 50 ms).
 // - exec_self_noop (information): posix_spawn of this executable, which exits at the top of
 //   main(), + waitpid: what exec and dynamic linking of a tractor binary cost before any runtime
 //   code runs. Floor: posix_spawn of /bin/true.
@@ -20,7 +27,8 @@
 // each spawn run; alternating blocks of 1,000 round trips), so that both see the same load and
 // CPU placement. The ping-pong helper is forked in main() before `tractor::main()` creates the
 // KJ event loop and never touches KJ. Every helper process is reaped; the runtime reaps the
-// actors.
+// actors; after each error_to_reaped run every pid of the tree is checked to be gone (no process
+// left, no zombie).
 
 #include <errno.h>
 #include <signal.h>
@@ -36,6 +44,7 @@
 #include <string>
 #include <vector>
 #include "kj-runtime/main.h"
+#include "kj-runtime/task-group.h"
 
 extern char** environ;
 
@@ -49,6 +58,97 @@ TRACTOR_EXPOSE(bench, trivial);
 
 int64_t echo(int64_t value) { return value; }
 TRACTOR_EXPOSE(bench, echo);
+
+constexpr kj::Duration FOREVER = 3600 * kj::SECONDS;
+
+tractor::Task<void> sleepForever() { co_await tractor::Actor::current().timer().afterDelay(FOREVER); }
+TRACTOR_EXPOSE(bench, sleepForever);
+// A leaf of the error_to_reaped trees: running until cancelled.
+
+class SubtreeReadiness {
+  // What one supervisor (or the root) waits for while its children build their subtrees: one
+  // `subtreeReady()` report from each of them. At most one exists per process at a time; it is
+  // reachable from `subtreeReady()` while it lives.
+public:
+  explicit SubtreeReadiness(size_t expected): pending(expected) {
+    KJ_REQUIRE(current == nullptr, "a subtree is already being built in this process");
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    done = paf.promise.fork();
+    fulfiller = kj::mv(paf.fulfiller);
+    current = this;
+  }
+  ~SubtreeReadiness() noexcept(false) { current = nullptr; }
+  KJ_DISALLOW_COPY(SubtreeReadiness);
+
+  kj::Promise<void> allReady() { return done.addBranch(); }
+  std::vector<int64_t>& pids() { return reported; }
+  // Every pid of the subtrees reported so far.
+
+  static void report(std::vector<int64_t> pids) {
+    KJ_REQUIRE(current != nullptr && current->pending > 0, "unexpected subtree readiness report");
+    auto& self = *current;
+    self.reported.insert(self.reported.end(), pids.begin(), pids.end());
+    if (--self.pending == 0) self.fulfiller->fulfill();
+  }
+
+private:
+  size_t pending;
+  std::vector<int64_t> reported;
+  kj::ForkedPromise<void> done = nullptr;
+  kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+  static SubtreeReadiness* current;
+};
+
+SubtreeReadiness* SubtreeReadiness::current = nullptr;
+
+void subtreeReady(std::vector<int64_t> pids) { SubtreeReadiness::report(kj::mv(pids)); }
+TRACTOR_EXPOSE(bench, subtreeReady);
+// Called by a child supervisor on its parent once its whole subtree runs, with the pids in it.
+
+constexpr int FAN_OUT = 2;
+// Children per supervisor in the error_to_reaped_14 tree.
+
+kj::Promise<kj::Array<tractor::Portal>> spawnLeaves(tractor::ActorNursery& nursery, int count) {
+  auto spawns = kj::heapArrayBuilder<kj::Promise<tractor::Portal>>(count);
+  for (int i = 0; i < count; i++) spawns.add(nursery.runInActor(sleepForever));
+  return kj::joinPromises(spawns.finish());
+}
+// `count` sleeping leaves started at once; resolves once every one of them runs.
+
+tractor::Task<void> superviseSubtree(int64_t depth);
+
+kj::Promise<kj::Array<tractor::Portal>> spawnSupervisors(tractor::ActorNursery& nursery, int count,
+                                                         int64_t depth) {
+  auto spawns = kj::heapArrayBuilder<kj::Promise<tractor::Portal>>(count);
+  for (int i = 0; i < count; i++) spawns.add(nursery.runInActor(superviseSubtree, depth));
+  return kj::joinPromises(spawns.finish());
+}
+// `count` supervisors of subtrees `depth` levels deep, started at once.
+
+tractor::Task<void> superviseSubtree(int64_t depth) {
+  // A supervisor `depth` levels above the leaves (1: its children are leaves). Starts FAN_OUT
+  // children in a nursery of its own; once all of them (and their subtrees) run, reports its own
+  // pid and every pid below it to its parent; then sleeps until cancelled.
+  co_await tractor::openNursery([depth](tractor::ActorNursery& n) -> tractor::Task<void> {
+    std::vector<int64_t> pids;
+    pids.push_back(getpid());
+    if (depth <= 1) {
+      kj::Array<tractor::Portal> leaves = co_await spawnLeaves(n, FAN_OUT);
+      for (auto& leaf: leaves) pids.push_back(leaf.actorId().pid);
+    } else {
+      SubtreeReadiness readiness(FAN_OUT);
+      co_await spawnSupervisors(n, FAN_OUT, depth - 1);
+      co_await readiness.allReady();
+      pids.insert(pids.end(), readiness.pids().begin(), readiness.pids().end());
+    }
+    kj::Maybe<tractor::Portal> parent = tractor::Actor::current().parent();
+    KJ_IF_MAYBE(p, parent) {
+      co_await p->run(subtreeReady, kj::mv(pids));
+    }
+    co_await tractor::Actor::current().timer().afterDelay(FOREVER);
+  });
+}
+TRACTOR_EXPOSE(bench, superviseSubtree);
 
 // =======================================================================================
 // Configuration and samples
@@ -64,6 +164,7 @@ struct Config {
   int rttBlock = 1000;
   // Floor and runtime round trips alternate in blocks of this many.
   int teardownRuns = 50;
+  int errorRuns = 20;
   bool jsonOnly = false;
 };
 
@@ -80,6 +181,8 @@ struct Measurements {
   Samples spawnEight;
   Samples portalRtt;
   Samples teardown;
+  Samples errorToReapedEight;
+  Samples errorToReapedTree;
 };
 
 Config config;
@@ -322,11 +425,83 @@ tractor::Task<void> measureTeardown() {
   }
 }
 
+constexpr const char* RAISED = "error_to_reaped: raised on purpose";
+
+void checkAllGone(const std::vector<int64_t>& pids, size_t expected) {
+  if (pids.size() != expected) {
+    fprintf(stderr, "tractor-bench: the tree reported %zu actors, expected %zu\n", pids.size(),
+            expected);
+    exit(2);
+  }
+  for (auto pid: pids) {
+    // Fails with ESRCH only once the process is reaped: a zombie still counts as left over.
+    if (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) {
+      fprintf(stderr, "tractor-bench: actor process %lld is left after its nursery raised\n",
+              static_cast<long long>(pid));
+      exit(2);
+    }
+  }
+}
+// Every process of the tree is gone once the nursery that raised has completed.
+
+kj::Promise<Clock::time_point> whenRaised(kj::Promise<void> scope) {
+  return scope.then(
+      []() -> Clock::time_point {
+        KJ_FAIL_REQUIRE("the nursery did not raise");
+      },
+      [](kj::Exception&& e) -> Clock::time_point {
+        auto end = Clock::now();
+        KJ_REQUIRE(strstr(e.getDescription().cStr(), RAISED) != nullptr,
+                   "the nursery raised another error", e.getDescription());
+        return end;
+      });
+}
+// The moment `scope` (an openNursery) completed with the error RAISED.
+
+tractor::Task<void> measureErrorToReapedEight() {
+  for (int run = -1; run < config.errorRuns; run++) {
+    Clock::time_point raiseAt;
+    std::vector<int64_t> pids;
+    Clock::time_point reapedAt = co_await whenRaised(
+        tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+          kj::Array<tractor::Portal> leaves = co_await spawnLeaves(n, 8);
+          for (auto& leaf: leaves) pids.push_back(leaf.actorId().pid);
+          raiseAt = Clock::now();
+          KJ_FAIL_REQUIRE(RAISED);
+        }));
+    double elapsed = std::chrono::duration<double, std::micro>(reapedAt - raiseAt).count();
+    checkAllGone(pids, 8);
+    if (run >= 0) measured.errorToReapedEight.push_back(elapsed);
+  }
+}
+
+tractor::Task<void> measureErrorToReapedTree() {
+  for (int run = -1; run < config.errorRuns; run++) {
+    Clock::time_point raiseAt;
+    std::vector<int64_t> pids;
+    Clock::time_point reapedAt = co_await whenRaised(
+        tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+          // The root's children are supervisors 2 levels above the leaves: 2 + 4 + 8 actors.
+          SubtreeReadiness readiness(FAN_OUT);
+          co_await spawnSupervisors(n, FAN_OUT, 2);
+          co_await readiness.allReady();
+          pids = kj::mv(readiness.pids());
+          raiseAt = Clock::now();
+          KJ_FAIL_REQUIRE(RAISED);
+        }));
+    double elapsed = std::chrono::duration<double, std::micro>(reapedAt - raiseAt).count();
+    checkAllGone(pids, 14);
+    if (run >= 0) measured.errorToReapedTree.push_back(elapsed);
+  }
+}
+
 tractor::Task<void> rootMain() {
   co_await measureSpawnOne();
   co_await measureSpawnEight();
   co_await measurePortalRtt();
   co_await measureTeardown();
+  co_await measureErrorToReapedEight();
+  co_await measureErrorToReapedTree();
 }
 
 // =======================================================================================
@@ -364,6 +539,8 @@ struct Figure {
   // nullptr when the figure has no floor.
   const Samples* floorSamples;
   const char* note;
+  const char* target;
+  // Printed after the row of the table; nullptr when there is none.
 };
 
 void printJson(const Figure& figure) {
@@ -390,7 +567,9 @@ void printTable(kj::ArrayPtr<const Figure> figures) {
       Stats f = statsOf(*figure.floorSamples);
       printf("   %-24s %10.1f %7.2fx\n", figure.floorName, f.p50, s.p50 / f.p50);
     } else {
-      printf("   %-24s %10s %8s\n", "-", "-", "-");
+      printf("   %-24s %10s %8s", "-", "-", "-");
+      if (figure.target != nullptr) printf("   target: %s", figure.target);
+      printf("\n");
     }
   }
 }
@@ -398,13 +577,18 @@ void printTable(kj::ArrayPtr<const Figure> figures) {
 void report() {
   const Figure figures[] = {
       {"spawn_first_result_1", &measured.spawnOne, "posix_spawn_true", &measured.spawnTrue,
-       nullptr},
+       nullptr, nullptr},
       {"spawn_first_result_8", &measured.spawnEight, "posix_spawn_true_x8",
-       &measured.spawnTrueEight, nullptr},
-      {"portal_run_rtt", &measured.portalRtt, "socketpair_pingpong", &measured.pingPong, nullptr},
-      {"nursery_teardown", &measured.teardown, nullptr, nullptr, "information, no floor"},
+       &measured.spawnTrueEight, nullptr, nullptr},
+      {"portal_run_rtt", &measured.portalRtt, "socketpair_pingpong", &measured.pingPong, nullptr,
+       nullptr},
+      {"nursery_teardown", &measured.teardown, nullptr, nullptr, "information, no floor", nullptr},
+      {"error_to_reaped_8", &measured.errorToReapedEight, nullptr, nullptr,
+       "no floor; target: under 50 ms", "under 50 ms"},
+      {"error_to_reaped_14", &measured.errorToReapedTree, nullptr, nullptr,
+       "no floor; target: under 50 ms", "under 50 ms"},
       {"exec_self_noop", &measured.spawnSelfNoop, "posix_spawn_true", &measured.spawnTrue,
-       "information: exec of this binary exiting at the top of main"},
+       "information: exec of this binary exiting at the top of main", nullptr},
   };
   for (auto& figure: figures) printJson(figure);
   if (!config.jsonOnly) printTable(figures);
@@ -420,6 +604,7 @@ bool parseArguments(int argc, char** argv) {
       config.rttCalls = 500;
       config.rttBlock = 100;
       config.teardownRuns = 5;
+      config.errorRuns = 3;
     } else if (strcmp(argv[i], "--json-only") == 0) {
       config.jsonOnly = true;
     } else {
@@ -440,7 +625,8 @@ int main(int argc, char** argv) {
 
   prepareNoopEnvironment();
   startPingPongHelper();
-  int code = tractor::main(argc, argv, rootMain);
+  // The root serves `bench` too: the error_to_reaped_14 supervisors report readiness to it.
+  int code = tractor::main(argc, argv, rootMain, tractor::RootOptions().enable("bench"));
   stopPingPongHelper();
   if (code != 0) {
     fprintf(stderr, "tractor-bench: the runtime figures failed (exit code %d)\n", code);

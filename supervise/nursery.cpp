@@ -215,6 +215,7 @@ kj::Promise<void> ActorNursery::teardownAll(bool hardKill) {
 
 kj::Promise<void> ActorNursery::cancel(bool hardKill) {
   cancelCalled_ = true;
+  cancelledCaught_ = true;
   TRACTOR_LOG(RUNTIME, "nursery cancelling ", children.size(), " children");
   return teardownAll(hardKill);
 }
@@ -247,7 +248,7 @@ kj::Promise<void> ActorNursery::supervise(kj::Promise<void> block) {
           for (auto& other: errors) all.add(kj::mv(other));
           errors = kj::mv(all);
         }
-        if (errors.size() > 0 || cancelCalled_) cancelledCaught_ = true;
+        if (errors.size() > 0) cancelledCaught_ = true;
         return teardownAll(false);
       })
       .then([this]() -> kj::Promise<void> {

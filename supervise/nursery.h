@@ -56,8 +56,10 @@ public:
   kj::Promise<void> cancel(bool hardKill = false);
   // Tears down every child now, in parallel. `hardKill` skips the graceful request and kills.
   bool cancelCalled() const { return cancelCalled_; }
+  // True once `cancel()` was called.
   bool cancelledCaught() const { return cancelledCaught_; }
-  // True once the scope ended having cancelled children (by `cancel()` or after a failure).
+  // True once children were cancelled because of `cancel()` or a failure (rather than torn
+  // down at the normal end of the scope).
 
   size_t childCount() const { return children.size(); }
 

@@ -269,8 +269,11 @@ TEST_SUITE("multiproc") {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         Portal p = co_await n.startActor("daemon", tractor::enable("nursery_test"));
         CHECK(co_await p.run(leaf, 1) == 2);
+        CHECK(!n.cancelCalled());
+        CHECK(!n.cancelledCaught());
         co_await n.cancel();
         called = n.cancelCalled();
+        CHECK(n.cancelledCaught());
         auto after = co_await p.run(leaf, 1).then([](int64_t) { return false; },
                                                   [](kj::Exception&&) { return true; });
         CHECK(after);
