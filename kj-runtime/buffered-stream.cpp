@@ -48,7 +48,9 @@ kj::Promise<void> BufferedStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
   KJ_IF_MAYBE(e, writeError) {
     return kj::cp(*e);
   }
-  KJ_REQUIRE(!shutdownRequested, "write after shutdownWrite()");
+  if (shutdownRequested) {
+    return KJ_EXCEPTION(FAILED, "write after shutdownWrite()");
+  }
   for (auto piece: pieces) pending.addAll(piece);
   return afterBuffering();
 }
@@ -68,6 +70,7 @@ kj::Promise<void> BufferedStream::afterBuffering() {
                             flushing = false;
                             writeError = kj::cp(e);
                             flushedFulfiller->reject(kj::mv(e));
+                            if (shutdownRequested) inner->shutdownWrite();
                           })
                     .eagerlyEvaluate(nullptr);
   }
