@@ -3,6 +3,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -33,6 +34,9 @@ int childMain() {
   // A closed connection is an EPIPE error, not a signal.
   signal(SIGPIPE, SIG_IGN);
 
+  // SIGTERM is the teardown ladder's hard step: handled below, it takes our own children down
+  // with us instead of leaving them to the kernel's parent-death signal.
+  kj::UnixEventPort::captureSignal(SIGTERM);
   auto io = kj::setupAsyncIo();
   LogSink sink;
   const char* level = getenv("TRACTOR_LOGLEVEL");
@@ -44,13 +48,36 @@ int childMain() {
   Actor actor(io, ActorId{kj::mv(name), kj::str(), static_cast<uint32_t>(getpid())}, false);
   auto connection = kj::heap<BufferedStream>(io.lowLevelProvider->wrapSocketFd(
       fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP));
+  // SIGTERM ends either phase below: the service, or the graceful teardown after it.
+  auto terminated = io.unixEventPort.onSignal(SIGTERM).then([](siginfo_t) { return SIGTERM; })
+                        .fork();
+  int signo;
   {
-    capnp::TwoPartyClient rpc(*connection, actor.serve(nullptr), capnp::rpc::twoparty::Side::SERVER);
-    rpc.onDisconnect().wait(io.waitScope);
-    TRACTOR_LOG(RUNTIME, "parent connection closed");
-    // Whatever still runs was started over that connection: cancel it and tear down our own
-    // children before exiting.
-    actor.cancel("the closing of the parent connection").wait(io.waitScope);
+    capnp::TwoPartyClient rpc(*connection, actor.serve(nullptr),
+                              capnp::rpc::twoparty::Side::SERVER);
+    signo = rpc.onDisconnect()
+                .then([]() { return 0; })
+                .exclusiveJoin(terminated.addBranch())
+                .wait(io.waitScope);
+    if (signo == 0) {
+      TRACTOR_LOG(RUNTIME, "parent connection closed");
+      // Whatever still runs was started over that connection: cancel it and tear down our own
+      // children before exiting.
+      signo = actor.cancel("the closing of the parent connection")
+                  .then([]() { return 0; })
+                  .exclusiveJoin(terminated.addBranch())
+                  .wait(io.waitScope);
+    }
+    if (signo != 0) {
+      // Hard teardown: no graceful path is left. Kill and reap our children, then leave without
+      // running the cancelled tasks' destructors (their graceful teardown is moot).
+      TRACTOR_LOG(WARNING, "terminated by signal ", signo, ": killing ",
+                  ChildProcess::liveCount(), " child actor(s)");
+      ChildProcess::signalAll(SIGKILL);
+      ChildProcess::allExited().wait(io.waitScope);
+      fflush(nullptr);
+      _exit(128 + signo);
+    }
   }
   return 0;
 }

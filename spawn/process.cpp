@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <kj/debug.h>
+#include <kj/vector.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -35,13 +36,29 @@ int waitStatusOf(const siginfo_t& info) {
   }
 }
 
+kj::Vector<ChildProcess*>& registry() {
+  // Every ChildProcess alive in this process (a process runs one actor, on one thread).
+  static kj::Vector<ChildProcess*> instance;
+  return instance;
+}
+
 }  // namespace
 
 ChildProcess::ChildProcess(kj::UnixEventPort& eventPort, pid_t pid)
     : pid_(pid), pidfd(openPidfd(pid)),
-      observer(eventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ) {}
+      observer(eventPort, pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ) {
+  registry().add(this);
+}
 
 ChildProcess::~ChildProcess() noexcept(false) {
+  auto& all = registry();
+  for (auto i: kj::indices(all)) {
+    if (all[i] == this) {
+      all[i] = all.back();
+      all.removeLast();
+      break;
+    }
+  }
   if (status == nullptr) {
     KJ_LOG(WARNING, "child still running at its owner's teardown: killing it", pid_);
     syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
@@ -76,6 +93,21 @@ kj::Promise<void> ChildProcess::onExit() {
   });
   auto& fork = exited.emplace(loop.fork());
   return fork.addBranch();
+}
+
+void ChildProcess::signalAll(int signo) {
+  for (auto child: registry()) child->signal(signo);
+}
+
+kj::Promise<void> ChildProcess::allExited() {
+  auto exits = KJ_MAP(child, registry()) { return child->onExit(); };
+  return kj::joinPromises(kj::mv(exits));
+}
+
+size_t ChildProcess::liveCount() {
+  size_t n = 0;
+  for (auto child: registry()) n += child->hasExited() ? 0 : 1;
+  return n;
 }
 
 kj::String ChildProcess::describeExit() const {

@@ -39,6 +39,12 @@ public:
   void signal(int signo);
   // Sends a signal through the pidfd; a no-op once the child has been reaped.
 
+  static void signalAll(int signo);
+  // Signals every child of this process that a ChildProcess owns and that was not reaped yet.
+  static kj::Promise<void> allExited();
+  // Resolves once every such child has exited and been reaped.
+  static size_t liveCount();
+
 private:
   pid_t pid_;
   kj::AutoCloseFd pidfd;

@@ -66,6 +66,26 @@ void blockForever() {
 }
 TRACTOR_EXPOSE(nursery_test, blockForever);
 
+kj::Maybe<kj::Promise<void>> stuckSubtree;
+// In a middle actor: the nursery holding a stuck grandchild, kept as a task of the actor.
+
+Task<int64_t> startStuckGrandchild() {
+  // Starts a grandchild and sends it into a blocking call; returns its pid. The call is queued
+  // on the grandchild's connection ahead of anything this actor sends it later.
+  auto paf = kj::newPromiseAndFulfiller<int64_t>();
+  auto fulfiller = kj::mv(paf.fulfiller);
+  stuckSubtree = tractor::Actor::current()
+                     .wrapTask(tractor::openNursery([&fulfiller](ActorNursery& n) -> Task<void> {
+                       Portal p = co_await n.startActor("stuck", tractor::enable("nursery_test"));
+                       auto stuck = p.run(blockForever).eagerlyEvaluate(nullptr);
+                       fulfiller->fulfill(p.actorId().pid);
+                       co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
+                     }))
+                     .eagerlyEvaluate(nullptr);
+  co_return co_await kj::mv(paf.promise);
+}
+TRACTOR_EXPOSE(nursery_test, startStuckGrandchild);
+
 template <typename Func>
 kj::Maybe<kj::Exception> runAudited(Func&& body) {
   // Runs `body` as the root function and returns what it raised; the leak audit runs after.
@@ -318,6 +338,25 @@ TEST_SUITE("multiproc") {
     });
     CHECK(tooSlow);
     CHECK(error == nullptr);
+  }
+
+  TEST_CASE("a grandchild stuck in a blocking call is killed and the tree still comes down") {
+    pid_t grandchild = 0;
+    auto error = runAudited([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        Portal middle = co_await n.startActor("middle", tractor::enable("nursery_test"));
+        grandchild = static_cast<pid_t>(co_await middle.run(startStuckGrandchild));
+        KJ_FAIL_REQUIRE("root gives up");
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(contains(e->getDescription(), "root gives up"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+    // The middle actor reaped it (the audit found no orphan); the pid is gone.
+    CHECK(grandchild > 0);
+    CHECK(kill(grandchild, 0) != 0);
   }
 
   TEST_CASE("hard kill skips the graceful request") {
