@@ -83,6 +83,19 @@ kj::Vector<pid_t> parsePids(kj::StringPtr line) {
   return pids;
 }
 
+void reapAdopted(pid_t pid) {
+  // Waits (with a deadline that only guards against a hang) for a descendant re-parented to this
+  // subreaper process to end, and reaps it.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd >= 0) {
+    struct pollfd pfd = {pidfd, POLLIN, 0};
+    CHECK(poll(&pfd, 1, 10000) == 1);
+    close(pidfd);
+  }
+  int status;
+  CHECK(waitpid(pid, &status, WNOHANG) == pid);
+}
+
 void checkSignalEndsTree(int signo) {
   tractor::test::LeakAudit audit;
   tractor::test::ScenarioProcess root("interruptedTree");
@@ -130,14 +143,7 @@ TEST_SUITE("multiproc") {
     // The grandchild lost its parent: the kernel's parent-death signal or the closed connection
     // ends it, and it is re-parented to this (subreaper) process, which reaps it here.
     REQUIRE(grandchild > 0);
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, grandchild, 0));
-    if (pidfd >= 0) {
-      struct pollfd pfd = {pidfd, POLLIN, 0};
-      CHECK(poll(&pfd, 1, 10000) == 1);
-      close(pidfd);
-    }
-    int status;
-    CHECK(waitpid(grandchild, &status, WNOHANG) == grandchild);
+    reapAdopted(grandchild);
     audit.check();
   }
 
@@ -153,16 +159,7 @@ TEST_SUITE("multiproc") {
     // The test process is a child subreaper: orphaned descendants become its children.
     // Each is killed by its parent-death signal or exits on losing its parent connection,
     // whichever comes first; a deadline only guards against a hang.
-    for (auto pid: pids) {
-      int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-      if (pidfd >= 0) {
-        struct pollfd pfd = {pidfd, POLLIN, 0};
-        CHECK(poll(&pfd, 1, 10000) == 1);
-        close(pidfd);
-      }
-      int status;
-      CHECK(waitpid(pid, &status, WNOHANG) == pid);
-    }
+    for (auto pid: pids) reapAdopted(pid);
     MESSAGE("descendants gone ", secondsSince(start) * 1000, " ms after the root was killed");
     audit.check();
   }
