@@ -58,28 +58,29 @@ kj::Promise<void> BufferedStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
 kj::Promise<void> BufferedStream::afterBuffering() {
   if (!flushing) {
     flushing = true;
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    flushedFulfiller = kj::mv(paf.fulfiller);
-    flushed = paf.promise.fork();
     // Run when the event queue is otherwise empty and the thread is about to wait for I/O, so
-    // that everything this burst of work writes joins the one write.
-    // A finished task is replaced by the next burst's (never destroyed inside itself).
+    // that everything this burst of work writes joins the one write. A finished task is replaced
+    // by the next burst's (never destroyed inside itself).
     flushTask = kj::evalLast([this]() { return flush(); })
                     .then([]() {},
                           [this](kj::Exception&& e) {
                             flushing = false;
                             writeError = kj::cp(e);
-                            flushedFulfiller->reject(kj::mv(e));
+                            KJ_IF_MAYBE(f, flushedFulfiller) {
+                              (*f)->reject(kj::mv(e));
+                            }
+                            flushedFulfiller = nullptr;
                             if (shutdownRequested) inner->shutdownWrite();
                           })
                     .eagerlyEvaluate(nullptr);
   }
-  if (pending.size() + inFlight.size() > HIGH_WATER) {
-    KJ_IF_MAYBE(f, flushed) {
-      return f->addBranch();
-    }
+  if (pending.size() + inFlight.size() <= HIGH_WATER) return kj::READY_NOW;
+  if (flushed == nullptr) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    flushedFulfiller = kj::mv(paf.fulfiller);
+    flushed = paf.promise.fork();
   }
-  return kj::READY_NOW;
+  return KJ_ASSERT_NONNULL(flushed).addBranch();
 }
 
 kj::Promise<void> BufferedStream::flush() {
@@ -87,7 +88,11 @@ kj::Promise<void> BufferedStream::flush() {
     // Done, decided in the same step as the emptiness check: a write from here on starts a new
     // flush.
     flushing = false;
-    flushedFulfiller->fulfill();
+    KJ_IF_MAYBE(f, flushedFulfiller) {
+      (*f)->fulfill();
+    }
+    flushedFulfiller = nullptr;
+    flushed = nullptr;
     if (shutdownRequested) inner->shutdownWrite();
     return kj::READY_NOW;
   }

@@ -55,8 +55,11 @@ private:
   kj::Maybe<kj::Promise<void>> flushTask;
   bool flushing = false;
   kj::Maybe<kj::ForkedPromise<void>> flushed;
-  // Resolves when everything buffered so far has been written (for writes past HIGH_WATER).
-  kj::Own<kj::PromiseFulfiller<void>> flushedFulfiller;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> flushedFulfiller;
+  // Resolve when the current flush has written everything; made only once a write past
+  // HIGH_WATER waits for them (dropping an unfulfilled fulfiller builds a traced exception,
+  // which costs every connection's teardown a stack unwind).
+
   kj::Maybe<kj::Exception> writeError;
   bool shutdownRequested = false;
 
