@@ -44,7 +44,6 @@
 #include <string>
 #include <vector>
 #include "kj-runtime/main.h"
-#include "kj-runtime/task-group.h"
 
 extern char** environ;
 
@@ -61,7 +60,9 @@ TRACTOR_EXPOSE(bench, echo);
 
 constexpr kj::Duration FOREVER = 3600 * kj::SECONDS;
 
-tractor::Task<void> sleepForever() { co_await tractor::Actor::current().timer().afterDelay(FOREVER); }
+tractor::Task<void> sleepForever() {
+  co_await tractor::Actor::current().timer().afterDelay(FOREVER);
+}
 TRACTOR_EXPOSE(bench, sleepForever);
 // A leaf of the error_to_reaped trees: running until cancelled.
 
