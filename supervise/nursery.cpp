@@ -105,8 +105,16 @@ kj::Promise<Portal> ActorNursery::startActor(kj::StringPtr name, ActorOptions op
 
 kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options,
                                         kj::Maybe<schema::Call::Reader> mainTask) {
+  // Bad options are refused before a process exists.
   validateActorName(name);
   KJ_REQUIRE(!closing, "this nursery is closing: no new actors can be started in it");
+  for (auto& m: options.enableModules) {
+    KJ_REQUIRE(moduleExists(m), "cannot enable a module with no functions registered "
+               "(TRACTOR_EXPOSE) in this executable", m);
+  }
+  KJ_IF_MAYBE(level, options.logLevel) {
+    KJ_REQUIRE(parseLogLevel(*level) != nullptr, "unknown log level", *level);
+  }
   auto& actor = Actor::current();
   auto& io = actor.io();
   auto spawned = execSpawn(*io.lowLevelProvider, io.unixEventPort, name);
@@ -134,7 +142,6 @@ kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options
   auto list = spec.initEnableModules(modules.size());
   for (auto i: kj::indices(modules)) list.set(i, modules[i]);
   KJ_IF_MAYBE(level, options.logLevel) {
-    KJ_REQUIRE(parseLogLevel(*level) != nullptr, "unknown log level", *level);
     spec.setLogLevel(*level);
   } else {
     spec.setLogLevel(logLevelName(logLevel()));

@@ -192,6 +192,27 @@ TEST_SUITE("multiproc") {
     CHECK(contains(wrongCount.getDescription(), "takes 2 argument"));
   }
 
+  TEST_CASE("starting an actor with bad options fails clearly and leaves nothing behind") {
+    kj::Vector<kj::String> errors;
+    inRoot([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        auto describe = [](kj::Exception&& e) { return kj::str(e.getDescription()); };
+        auto ok = [](Portal&&) { return kj::str("started"); };
+        errors.add(co_await n.startActor("unknown", tractor::enable("no_such_module"))
+                       .then(ok, describe));
+        errors.add(co_await kj::evalNow([&]() { return n.startActor("bad name"); })
+                       .then(ok, describe));
+        errors.add(co_await kj::evalNow([&]() {
+          return n.startActor("loud", tractor::enable("portal_test").withLogLevel("shouting"));
+        }).then(ok, describe));
+      });
+    });
+    REQUIRE(errors.size() == 3);
+    CHECK(contains(errors[0], "no_such_module"));
+    CHECK(contains(errors[1], "actor name"));
+    CHECK(contains(errors[2], "unknown log level"));
+  }
+
   TEST_CASE("a result that does not convert is a clear error at the caller") {
     auto e = remoteFailure(
         [](Portal& p) { return p.run<kj::String>("portal_test", "add", 1, 2).ignoreResult(); });
