@@ -105,6 +105,12 @@ kj::Promise<Portal> ActorNursery::startActor(kj::StringPtr name, ActorOptions op
 
 kj::Promise<Portal> ActorNursery::spawn(kj::StringPtr name, ActorOptions options,
                                         kj::Maybe<schema::Call::Reader> mainTask) {
+  // Errors, bad options included, arrive through the promise.
+  return kj::evalNow([&]() { return spawnNow(name, kj::mv(options), mainTask); });
+}
+
+kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions options,
+                                           kj::Maybe<schema::Call::Reader> mainTask) {
   // Bad options are refused before a process exists.
   validateActorName(name);
   KJ_REQUIRE(!closing, "this nursery is closing: no new actors can be started in it");

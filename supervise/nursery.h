@@ -82,6 +82,8 @@ private:
 
   kj::Promise<Portal> spawn(kj::StringPtr name, ActorOptions options,
                             kj::Maybe<schema::Call::Reader> mainTask);
+  kj::Promise<Portal> spawnNow(kj::StringPtr name, ActorOptions options,
+                               kj::Maybe<schema::Call::Reader> mainTask);
   void childFailed(kj::Exception&& error);
   void reportExit(Child& child);
   kj::Promise<void> teardownAll(bool hardKill);

@@ -200,11 +200,9 @@ TEST_SUITE("multiproc") {
         auto ok = [](Portal&&) { return kj::str("started"); };
         errors.add(co_await n.startActor("unknown", tractor::enable("no_such_module"))
                        .then(ok, describe));
-        errors.add(co_await kj::evalNow([&]() { return n.startActor("bad name"); })
-                       .then(ok, describe));
-        errors.add(co_await kj::evalNow([&]() {
-          return n.startActor("loud", tractor::enable("portal_test").withLogLevel("shouting"));
-        }).then(ok, describe));
+        errors.add(co_await n.startActor("bad name").then(ok, describe));
+        errors.add(co_await n.startActor(
+            "loud", tractor::enable("portal_test").withLogLevel("shouting")).then(ok, describe));
       });
     });
     REQUIRE(errors.size() == 3);
