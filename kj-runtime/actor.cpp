@@ -52,6 +52,16 @@ public:
         [context]() mutable { context.getResults().setAcknowledged(true); });
   }
 
+  kj::Promise<void> descendantStarted(DescendantStartedContext context) override {
+    actor.reportDescendant(static_cast<pid_t>(context.getParams().getPid()), true);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> descendantReaped(DescendantReapedContext context) override {
+    actor.reportDescendant(static_cast<pid_t>(context.getParams().getPid()), false);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> getId(GetIdContext context) override {
     actor.id().copyTo(context.getResults().initId());
     return kj::READY_NOW;
@@ -72,7 +82,7 @@ private:
 }  // namespace
 
 Actor::Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot)
-    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot) {
+    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot), background(logErrors) {
   KJ_REQUIRE(currentActor == nullptr, "this thread already runs an actor");
   currentActor = this;
   setLogActor(id_.toString());
@@ -141,6 +151,31 @@ kj::Promise<Value> Actor::invoke(schema::Call::Reader call) {
 }
 
 kj::Promise<void> Actor::wrapTask(kj::Promise<void> task) { return canceler.wrap(kj::mv(task)); }
+
+void Actor::LogErrors::taskFailed(kj::Exception&& e) {
+  TRACTOR_LOG(DEBUG, "background message failed: ", e.getDescription());
+}
+
+void Actor::reportDescendant(pid_t pid, bool started) {
+  KJ_IF_MAYBE(reaper, orphanReaper) {
+    if (started) {
+      reaper->started(pid);
+    } else {
+      reaper->reaped(pid);
+    }
+  } else KJ_IF_MAYBE(p, parent_) {
+    auto capability = p->capability();
+    if (started) {
+      auto request = capability.descendantStartedRequest();
+      request.setPid(pid);
+      background.add(request.send().ignoreResult());
+    } else {
+      auto request = capability.descendantReapedRequest();
+      request.setPid(pid);
+      background.add(request.send().ignoreResult());
+    }
+  }
+}
 
 kj::Promise<void> Actor::cancel(kj::StringPtr requester) {
   KJ_IF_MAYBE(c, cancelled) {

@@ -8,6 +8,7 @@
 #include "kj-runtime/log.h"
 #include "kj-runtime/portal.h"
 #include "kj-runtime/task-group.h"
+#include "spawn/reaper.h"
 
 namespace tractor {
 
@@ -90,6 +91,12 @@ public:
 
   ShieldKeeper& shieldKeeper() { return keeper; }
 
+  void setOrphanReaper(OrphanReaper& reaper) { orphanReaper = reaper; }
+  // In the root: where the tree's processes are recorded (see OrphanReaper).
+  void reportDescendant(pid_t pid, bool started);
+  // Records that a process of this actor's subtree started or was reaped: locally in the root,
+  // else relayed to the parent (in order, without waiting).
+
   // ---- the child's side of the spawn handshake ----------------------------------------------
   ActorId start(schema::SpawnSpec::Reader spec, schema::Actor::Client parent);
   // Becomes the actor `spec` describes. Raises if the actor was already started or an enabled
@@ -107,6 +114,14 @@ private:
   kj::Canceler canceler;
   ShieldKeeper keeper;
   kj::Maybe<kj::ForkedPromise<void>> cancelled;
+  kj::Maybe<OrphanReaper&> orphanReaper;
+  class LogErrors final: public kj::TaskSet::ErrorHandler {
+  public:
+    void taskFailed(kj::Exception&& e) override;
+  };
+  LogErrors logErrors;
+  kj::TaskSet background;
+  // Fire-and-forget messages (descendant reports); a failure is logged.
   kj::Maybe<kj::ForkedPromise<void>> mainTask;
   kj::Maybe<Value> mainValue;
   kj::Maybe<kj::Exception> mainError;

@@ -42,12 +42,16 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
   }
+  // Adopted orphans announce themselves with SIGCHLD (the runtime's own children use pidfds).
+  kj::UnixEventPort::captureSignal(SIGCHLD);
   auto io = kj::setupAsyncIo();
   LogSink sink;
   applyLogLevel(options.logLevel);
   Actor actor(io, ActorId{kj::str(options.name), newUuid(), static_cast<uint32_t>(getpid())},
               true);
   actor.enableModules(options.enableModules);
+  OrphanReaper reaper(io.unixEventPort);
+  actor.setOrphanReaper(reaper);
 
   RootResult result;
   auto body = actor.wrapTask(kj::evalNow([&]() { return rootFn(); }))

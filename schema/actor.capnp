@@ -82,4 +82,11 @@ interface Actor {
   # down. Returns once that is done; the actor exits when its parent connection closes.
 
   getId @4 () -> (id :ActorId);
+
+  descendantStarted @5 (pid :UInt32) -> ();
+  # A process of this actor's subtree now exists. Each actor relays it to its parent, up to the
+  # root, which is the tree's child subreaper: should the process's own parent die first, the
+  # root adopts it, and this record is how the root tells it from a process its user started.
+  descendantReaped @6 (pid :UInt32) -> ();
+  # That process was reaped by its parent; the root forgets it (its pid may be reused).
 }

@@ -104,6 +104,14 @@ kj::Promise<void> ChildProcess::allExited() {
   return kj::joinPromises(kj::mv(exits));
 }
 
+bool ChildProcess::owns(pid_t pid) {
+  for (auto child: registry()) {
+    // Once reaped, the pid is no longer ours: it may already belong to someone else.
+    if (child->pid_ == pid && child->status == nullptr) return true;
+  }
+  return false;
+}
+
 size_t ChildProcess::liveCount() {
   size_t n = 0;
   for (auto child: registry()) n += child->hasExited() ? 0 : 1;

@@ -44,6 +44,8 @@ public:
   static kj::Promise<void> allExited();
   // Resolves once every such child has exited and been reaped.
   static size_t liveCount();
+  static bool owns(pid_t pid);
+  // True when a ChildProcess of this process owns `pid`.
 
 private:
   pid_t pid_;

@@ -85,6 +85,7 @@ void ActorNursery::childFailed(kj::Exception&& error) {
 void ActorNursery::reportExit(Child& c) {
   if (c.exitReported) return;
   c.exitReported = true;
+  Actor::current().reportDescendant(c.process->pid(), false);
   bool clean = false;
   KJ_IF_MAYBE(s, c.process->exitStatus()) {
     clean = WIFEXITED(*s) && WEXITSTATUS(*s) == 0;
@@ -131,6 +132,7 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
   child->rpc = kj::heap<capnp::TwoPartyClient>(*child->connection);
   auto capability = child->rpc->bootstrap().castAs<schema::Actor>();
   TRACTOR_LOG(RUNTIME, "spawned ", child->id.toString());
+  actor.reportDescendant(child->process->pid(), true);
 
   auto request = capability.startRequest();
   auto spec = request.initSpec();
@@ -308,6 +310,7 @@ Task<void> climbTeardownLadder(kj::Own<ActorNursery::Child> child, bool hardKill
   }
   co_await child->process->onExit();
   TRACTOR_LOG(RUNTIME, "reaped ", name, ": ", child->process->describeExit());
+  Actor::current().reportDescendant(child->process->pid(), false);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <poll.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -141,9 +142,31 @@ TEST_SUITE("multiproc") {
       FAIL("the nursery did not raise");
     }
     // The grandchild lost its parent: the kernel's parent-death signal or the closed connection
-    // ends it, and it is re-parented to this (subreaper) process, which reaps it here.
+    // ends it; re-parented to the root (this process), the root's orphan reaper reaped it.
     REQUIRE(grandchild > 0);
-    reapAdopted(grandchild);
+    CHECK(kill(grandchild, 0) != 0);
+    audit.check();
+  }
+
+  TEST_CASE("the root's orphan reaper leaves processes of its user's own alone") {
+    tractor::test::LeakAudit audit;
+    pid_t own = 0;
+    bool stillMine = false;
+    tractor::runAsRoot([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        char truePath[] = "/bin/true";
+        char* argv[] = {truePath, nullptr};
+        REQUIRE(posix_spawn(&own, "/bin/true", nullptr, nullptr, argv, environ) == 0);
+        siginfo_t info;
+        REQUIRE(waitid(P_PID, own, &info, WEXITED | WNOWAIT) == 0);
+        // Its SIGCHLD is pending; a round trip runs the event loop, and so the reaper's sweep.
+        Portal p = co_await n.startActor("bystander", tractor::enable("signal_test"));
+        co_await p.run(ownPid);
+        int status;
+        stillMine = waitpid(own, &status, WNOHANG) == own;
+      });
+    });
+    CHECK(stillMine);
     audit.check();
   }
 
