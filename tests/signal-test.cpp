@@ -125,11 +125,13 @@ TEST_SUITE("multiproc") {
   TEST_CASE("SIGKILL of a middle actor takes its subtree down and fails the nursery") {
     tractor::test::LeakAudit audit;
     pid_t grandchild = 0;
+    struct timespec killedAt;
     auto error = kj::runCatchingExceptions([&]() {
       tractor::runAsRoot([&]() {
         return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
           Portal middle = co_await n.startActor("middle", tractor::enable("signal_test"));
           grandchild = static_cast<pid_t>(co_await middle.run(spawnGrandchild));
+          clock_gettime(CLOCK_MONOTONIC, &killedAt);
           kill(static_cast<pid_t>(middle.actorId().pid), SIGKILL);
           co_await tractor::Actor::current().timer().afterDelay(3600 * kj::SECONDS);
         });
@@ -145,6 +147,8 @@ TEST_SUITE("multiproc") {
     // ends it; re-parented to the root (this process), the root's orphan reaper reaped it.
     REQUIRE(grandchild > 0);
     CHECK(kill(grandchild, 0) != 0);
+    MESSAGE("subtree gone and the nursery raised ", secondsSince(killedAt) * 1000,
+            " ms after the middle actor was killed");
     audit.check();
   }
 
