@@ -4,6 +4,7 @@
 
 #include <kj/debug.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -34,10 +35,21 @@ kj::Promise<int> firstSignal(kj::UnixEventPort& port) {
       .exclusiveJoin(port.onSignal(SIGTERM).then([](siginfo_t) { return SIGTERM; }));
 }
 
+void raiseFdLimit() {
+  // Every child costs its parent two fds (its connection and its pidfd): a tree of a thousand
+  // actors needs more than the usual soft limit of 1024. Children inherit the raised limit.
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
 }  // namespace
 
 RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
   validateActorName(options.name);
+  raiseFdLimit();
   if (options.handleSignals) {
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
