@@ -198,16 +198,19 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
           capnp::Response<schema::Actor::StartResults>&&) mutable -> kj::Promise<Portal> {
         return kj::mv(portal);
       },
-      [&c](kj::Exception&& e) -> kj::Promise<Portal> {
-        auto failed = [&c, e = kj::mv(e)]() -> kj::Promise<Portal> {
-          auto reason = c.process->hasExited() ? c.process->describeExit()
-                                               : kj::str(e.getDescription());
-          return typedError(ACTOR_FAILURE, kj::str("starting actor ", c.id.toString(),
+      // The record is shared: the promise may outlive the nursery.
+      [c = kj::addRef(c)](kj::Exception&& e) mutable -> kj::Promise<Portal> {
+        auto exited = c->process->onExit();
+        bool died = e.getType() == kj::Exception::Type::DISCONNECTED;
+        auto failed = [c = kj::mv(c), e = kj::mv(e)]() -> kj::Promise<Portal> {
+          auto reason = c->process->hasExited() ? c->process->describeExit()
+                                                : kj::str(e.getDescription());
+          return typedError(ACTOR_FAILURE, kj::str("starting actor ", c->id.toString(),
                                                    " failed: ", reason));
         };
-        if (e.getType() != kj::Exception::Type::DISCONNECTED) return failed();
+        if (!died) return failed();
         // It died while starting: wait (briefly) for its exit status, which says why.
-        return moveOnAfter(Actor::current().timer(), EXIT_TIMEOUT, c.process->onExit())
+        return moveOnAfter(Actor::current().timer(), EXIT_TIMEOUT, kj::mv(exited))
             .then([failed = kj::mv(failed)](bool) mutable { return failed(); });
       });
 }
