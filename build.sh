@@ -4,7 +4,8 @@
 #   ./build.sh sample   install what is missing, build, run the flagship sample (samples/rpc_daemon)
 #   ./build.sh test     install what is missing; build with g++, with clang (warnings are errors)
 #                       and with AddressSanitizer + UndefinedBehaviorSanitizer; run the whole
-#                       test suite with each
+#                       test suite with each, and the multi-process tests once more with the
+#                       forkserver spawn backend
 #
 # The builds are the CMake presets of CMakePresets.json (gcc, clang, asan).
 # Environment: JOBS (default: number of cores).
@@ -50,6 +51,8 @@ case "${1:-}" in
       configure_and_build "$preset"
       run_tests "$preset"
     done
+    echo "== gcc, forkserver spawn backend"
+    TRACTOR_SPAWN_METHOD=forkserver ctest --preset gcc -j "${JOBS:-$(nproc)}" -L "multiproc|scale"
     ;;
   *)
     echo "usage: $0 sample|test" >&2

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "devx/proctitle.h"
 #include "spawn/exec-spawn.h"
+#include "spawn/forkserver.h"
 
 namespace tractor {
 
@@ -50,6 +51,10 @@ void raiseFdLimit() {
 RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
   validateActorName(options.name);
   raiseFdLimit();
+  // Forked now, before the event loop, any thread or connection exists; outlives everything
+  // below (its destructor reaps it last).
+  kj::Maybe<kj::Own<ForkServer>> forkServer;
+  if (forkServerRequested(options.spawnMethod)) forkServer = ForkServer::start();
   if (options.handleSignals) {
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);

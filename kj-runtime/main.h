@@ -23,6 +23,8 @@ struct RootOptions {
   // Modules the root serves to its children (through their `Actor::parent()` portal).
   kj::Maybe<kj::StringPtr> logLevel = nullptr;
   // `TRACTOR_LOGLEVEL` in the environment wins over this; "warning" when neither is set.
+  kj::Maybe<kj::StringPtr> spawnMethod = nullptr;
+  // "exec" (default) or "forkserver"; `TRACTOR_SPAWN_METHOD` in the environment wins.
   bool handleSignals = true;
   // SIGINT and SIGTERM cancel the whole tree gracefully; `main()` then exits with 128 + signal.
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include "kj-runtime/buffered-stream.h"
 #include "spawn/exec-spawn.h"
+#include "spawn/forkserver.h"
 
 namespace tractor {
 
@@ -124,7 +125,12 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
   }
   auto& actor = Actor::current();
   auto& io = actor.io();
-  auto spawned = execSpawn(*io.lowLevelProvider, io.unixEventPort, name);
+  SpawnedChild spawned;
+  KJ_IF_MAYBE(server, ForkServer::current()) {
+    spawned = forkServerSpawn(*server, *io.lowLevelProvider, io.unixEventPort, name);
+  } else {
+    spawned = execSpawn(*io.lowLevelProvider, io.unixEventPort, name);
+  }
   auto child = kj::refcounted<Child>();
   child->id = ActorId{kj::str(name), newUuid(), static_cast<uint32_t>(spawned.process->pid())};
   child->process = kj::mv(spawned.process);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include "kj-runtime/main.h"
+#include "spawn/forkserver.h"
 #include "spawn/process.h"
 #include "tests/leak-audit.h"
 
@@ -62,6 +63,25 @@ int64_t openFds() {
   return count;
 }
 TRACTOR_EXPOSE(spawn_test, openFds);
+
+class WithoutSpawnMethodEnv {
+  // The environment's TRACTOR_SPAWN_METHOD wins over RootOptions; tests of the option set it
+  // aside for their duration.
+public:
+  WithoutSpawnMethodEnv() {
+    const char* value = getenv("TRACTOR_SPAWN_METHOD");
+    if (value != nullptr) saved = kj::str(value);
+    unsetenv("TRACTOR_SPAWN_METHOD");
+  }
+  ~WithoutSpawnMethodEnv() {
+    KJ_IF_MAYBE(v, saved) {
+      setenv("TRACTOR_SPAWN_METHOD", v->cStr(), 1);
+    }
+  }
+
+private:
+  kj::Maybe<kj::String> saved;
+};
 
 template <typename Func>
 void inRoot(Func&& body) {
@@ -178,6 +198,45 @@ TEST_SUITE("multiproc") {
         CHECK(co_await first.run(openFds) == 0);
       });
     });
+  }
+
+  TEST_CASE("the forkserver backend forks actors that are the root's own children") {
+    tractor::test::LeakAudit audit;
+    WithoutSpawnMethodEnv withoutEnv;
+    int64_t serverPid = 0;
+    tractor::RootOptions options;
+    options.spawnMethod = "forkserver"_kj;
+    tractor::runAsRoot([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        KJ_IF_MAYBE(server, tractor::ForkServer::current()) {
+          serverPid = server->pid();
+        }
+        Portal p = co_await n.startActor("forked", tractor::enable("spawn_test"));
+        CHECK(co_await p.run(parentPid) == getpid());
+        CHECK(co_await p.run(identity) == kj::str("forked@", p.actorId().pid, " false"));
+        // A grandchild comes from the exec backend (only the root has a server).
+        Portal job = co_await n.runInActor(parentPid);
+        CHECK(co_await job.waitForResult<int64_t>() == getpid());
+      });
+    }, kj::mv(options));
+    CHECK(serverPid > 0);
+    // The root reaped its server on the way out.
+    CHECK(kill(static_cast<pid_t>(serverPid), 0) != 0);
+    audit.check();
+  }
+
+  TEST_CASE("an unknown spawn method is a clear error") {
+    WithoutSpawnMethodEnv withoutEnv;
+    tractor::RootOptions options;
+    options.spawnMethod = "teleport"_kj;
+    auto e = kj::runCatchingExceptions([&]() {
+      tractor::runAsRoot([]() -> kj::Promise<void> { return kj::READY_NOW; }, kj::mv(options));
+    });
+    KJ_IF_MAYBE(ex, e) {
+      CHECK(contains(ex->getDescription(), "teleport"));
+    } else {
+      FAIL("an unknown spawn method was accepted");
+    }
   }
 
   TEST_CASE("a child process is owned through its pidfd") {
