@@ -185,11 +185,27 @@ pid_t ForkServer::spawn(kj::StringPtr actorName, int childSocket) {
   cmsg->cmsg_type = SCM_RIGHTS;
   cmsg->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(cmsg), &childSocket, sizeof(int));
-  KJ_SYSCALL(sendmsg(control, &msg, MSG_NOSIGNAL), actorName);
+  auto gone = [&]() {
+    return kj::str("the forkserver (pid ", serverPid, ") is gone: cannot spawn actor '",
+                   actorName, "'");
+  };
+  KJ_SYSCALL_HANDLE_ERRORS(sendmsg(control, &msg, MSG_NOSIGNAL)) {
+    case EPIPE:
+    case ECONNRESET:
+      KJ_FAIL_REQUIRE(gone());
+    default:
+      KJ_FAIL_SYSCALL("sendmsg to the forkserver", error, actorName);
+  }
   int32_t reply;
   ssize_t n;
-  KJ_SYSCALL(n = read(control, &reply, sizeof(reply)));
-  KJ_REQUIRE(n == sizeof(reply), "the forkserver died", serverPid);
+  KJ_SYSCALL_HANDLE_ERRORS(n = read(control, &reply, sizeof(reply))) {
+    case ECONNRESET:
+      n = 0;
+      break;
+    default:
+      KJ_FAIL_SYSCALL("read from the forkserver", error, actorName);
+  }
+  KJ_REQUIRE(n == sizeof(reply), gone());
   if (reply < 0) KJ_FAIL_SYSCALL("forkserver fork", -reply, actorName);
   return reply;
 }

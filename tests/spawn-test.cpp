@@ -225,6 +225,28 @@ TEST_SUITE("multiproc") {
     audit.check();
   }
 
+  TEST_CASE("the forkserver's death takes no actor with it and later spawns fail clearly") {
+    tractor::test::LeakAudit audit;
+    WithoutSpawnMethodEnv withoutEnv;
+    tractor::RootOptions options;
+    options.spawnMethod = "forkserver"_kj;
+    kj::String failure;
+    tractor::runAsRoot([&]() {
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.startActor("survivor", tractor::enable("spawn_test"));
+        auto& server = KJ_ASSERT_NONNULL(tractor::ForkServer::current());
+        kill(server.pid(), SIGKILL);
+        // The actor is the root's child, not the server's: it goes on serving.
+        CHECK(co_await p.run(parentPid) == getpid());
+        failure = co_await n.startActor("unborn", tractor::enable("spawn_test"))
+                      .then([](Portal&&) { return kj::str("started"); },
+                            [](kj::Exception&& e) { return kj::str(e.getDescription()); });
+      });
+    }, kj::mv(options));
+    CHECK(contains(failure, "forkserver"));
+    audit.check();
+  }
+
   TEST_CASE("an unknown spawn method is a clear error") {
     WithoutSpawnMethodEnv withoutEnv;
     tractor::RootOptions options;
