@@ -184,6 +184,10 @@ struct Measurements {
   Samples teardown;
   Samples errorToReapedEight;
   Samples errorToReapedTree;
+  Samples idleRss;
+  Samples idlePss;
+  Samples idlePrivate;
+  // Per idle actor, in KiB (from /proc/<pid>/smaps_rollup, 32 actors running).
 };
 
 Config config;
@@ -496,7 +500,44 @@ tractor::Task<void> measureErrorToReapedTree() {
   }
 }
 
+constexpr int IDLE_ACTORS = 32;
+
+void readMemory(pid_t pid) {
+  // Rss, Pss and private memory of one process, in KiB.
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+  FILE* f = fopen(path, "r");
+  KJ_REQUIRE(f != nullptr, "cannot read", path);
+  char line[256];
+  double rss = 0, pss = 0, privateKib = 0;
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    double kib;
+    if (sscanf(line, "Rss: %lf kB", &kib) == 1) rss = kib;
+    if (sscanf(line, "Pss: %lf kB", &kib) == 1) pss = kib;
+    if (sscanf(line, "Private_Clean: %lf kB", &kib) == 1) privateKib += kib;
+    if (sscanf(line, "Private_Dirty: %lf kB", &kib) == 1) privateKib += kib;
+  }
+  fclose(f);
+  measured.idleRss.push_back(rss);
+  measured.idlePss.push_back(pss);
+  measured.idlePrivate.push_back(privateKib);
+}
+
+tractor::Task<void> measureIdleMemory() {
+  // 32 daemon actors, each having answered one call, then idle.
+  co_await tractor::openNursery([](tractor::ActorNursery& nursery) -> tractor::Task<void> {
+    kj::Vector<kj::Promise<tractor::Portal>> starting;
+    for (int i = 0; i < IDLE_ACTORS; i++) {
+      starting.add(nursery.startActor(kj::str("idle", i), tractor::enable("bench")));
+    }
+    auto actors = co_await kj::joinPromises(starting.releaseAsArray());
+    for (auto& actor: actors) KJ_ASSERT(co_await actor.run(echo, 7) == 7);
+    for (auto& actor: actors) readMemory(static_cast<pid_t>(actor.actorId().pid));
+  });
+}
+
 tractor::Task<void> rootMain() {
+  co_await measureIdleMemory();
   co_await measureSpawnOne();
   co_await measureSpawnEight();
   co_await measurePortalRtt();
@@ -592,7 +633,21 @@ void report() {
        "information: exec of this binary exiting at the top of main", nullptr},
   };
   for (auto& figure: figures) printJson(figure);
-  if (!config.jsonOnly) printTable(figures);
+  Stats rss = statsOf(measured.idleRss);
+  Stats pss = statsOf(measured.idlePss);
+  Stats privateKib = statsOf(measured.idlePrivate);
+  printf("{\"figure\":\"idle_actor_memory\",\"unit\":\"KiB\",\"n\":%zu,\"rss_p50\":%.0f,"
+         "\"rss_p99\":%.0f,\"pss_p50\":%.0f,\"pss_p99\":%.0f,\"private_p50\":%.0f,"
+         "\"private_p99\":%.0f,\"note\":\"%d idle actors running; target: <= 4 MiB RSS, "
+         "<= 400 KiB Pss\"}\n",
+         rss.n, rss.p50, rss.p99, pss.p50, pss.p99, privateKib.p50, privateKib.p99, IDLE_ACTORS);
+  if (!config.jsonOnly) {
+    printTable(figures);
+    printf("\n%-22s %10s %10s %10s   (KiB per actor, %d idle actors; target: RSS <= 4096, "
+           "Pss <= 400)\n", "idle actor memory", "RSS p50", "Pss p50", "private",
+           IDLE_ACTORS);
+    printf("%-22s %10.0f %10.0f %10.0f\n", "", rss.p50, pss.p50, privateKib.p50);
+  }
   fflush(stdout);
 }
 
