@@ -166,6 +166,8 @@ struct Config {
   // Floor and runtime round trips alternate in blocks of this many.
   int teardownRuns = 50;
   int errorRuns = 20;
+  int scaleActors = 1000;
+  // 0 skips the thousand-actor figures (--quick).
   bool jsonOnly = false;
 };
 
@@ -184,6 +186,9 @@ struct Measurements {
   Samples teardown;
   Samples errorToReapedEight;
   Samples errorToReapedTree;
+  Samples scaleSpawn;
+  Samples scaleReap;
+  // One sample each: all `scaleActors` daemons started and answering; all cancelled and reaped.
   Samples idleRss;
   Samples idlePss;
   Samples idlePrivate;
@@ -536,7 +541,30 @@ tractor::Task<void> measureIdleMemory() {
   });
 }
 
+tractor::Task<void> measureScale() {
+  // A thousand daemon actors: from the first spawn until every one has answered a call, and from
+  // the end of the block until the nursery has cancelled and reaped them all.
+  if (config.scaleActors == 0) co_return;
+  Clock::time_point start = Clock::now();
+  Clock::time_point blockEnd;
+  co_await tractor::openNursery([&](tractor::ActorNursery& nursery) -> tractor::Task<void> {
+    kj::Vector<kj::Promise<tractor::Portal>> starting;
+    for (int i = 0; i < config.scaleActors; i++) {
+      starting.add(nursery.startActor(kj::str("scale", i), tractor::enable("bench")));
+    }
+    auto actors = co_await kj::joinPromises(starting.releaseAsArray());
+    kj::Vector<kj::Promise<int64_t>> calls;
+    for (auto& actor: actors) calls.add(actor.run(echo, 1));
+    auto answers = co_await kj::joinPromises(calls.releaseAsArray());
+    KJ_ASSERT(answers.size() == size_t(config.scaleActors));
+    measured.scaleSpawn.push_back(microsSince(start));
+    blockEnd = Clock::now();
+  });
+  measured.scaleReap.push_back(microsSince(blockEnd));
+}
+
 tractor::Task<void> rootMain() {
+  co_await measureScale();
   co_await measureIdleMemory();
   co_await measureSpawnOne();
   co_await measureSpawnEight();
@@ -631,8 +659,14 @@ void report() {
        "no floor; target: under 50 ms", "under 50 ms"},
       {"exec_self_noop", &measured.spawnSelfNoop, "posix_spawn_true", &measured.spawnTrue,
        "information: exec of this binary exiting at the top of main", nullptr},
+      {"scale_1000_spawn", &measured.scaleSpawn, nullptr, nullptr,
+       "one sample; target: under 3 s", "under 3 s"},
+      {"scale_1000_reap", &measured.scaleReap, nullptr, nullptr,
+       "one sample; target: under 1 s", "under 1 s"},
   };
-  for (auto& figure: figures) printJson(figure);
+  auto shown = kj::arrayPtr(figures, config.scaleActors == 0 ? kj::size(figures) - 2
+                                                             : kj::size(figures));
+  for (auto& figure: shown) printJson(figure);
   Stats rss = statsOf(measured.idleRss);
   Stats pss = statsOf(measured.idlePss);
   Stats privateKib = statsOf(measured.idlePrivate);
@@ -642,7 +676,7 @@ void report() {
          "<= 400 KiB Pss\"}\n",
          rss.n, rss.p50, rss.p99, pss.p50, pss.p99, privateKib.p50, privateKib.p99, IDLE_ACTORS);
   if (!config.jsonOnly) {
-    printTable(figures);
+    printTable(shown);
     printf("\n%-22s %10s %10s %10s   (KiB per actor, %d idle actors; target: RSS <= 4096, "
            "Pss <= 400)\n", "idle actor memory", "RSS p50", "Pss p50", "private",
            IDLE_ACTORS);
@@ -661,6 +695,7 @@ bool parseArguments(int argc, char** argv) {
       config.rttBlock = 100;
       config.teardownRuns = 5;
       config.errorRuns = 3;
+      config.scaleActors = 0;
     } else if (strcmp(argv[i], "--json-only") == 0) {
       config.jsonOnly = true;
     } else {
