@@ -7,6 +7,7 @@
 #include <kj/string.h>
 #include <kj/vector.h>
 #include <string.h>
+#include "kj-runtime/main.h"
 
 namespace tractor {
 namespace test {
@@ -45,6 +46,17 @@ private:
   kj::Array<kj::String> socketsBefore;
   bool checked = false;
 };
+
+template <typename Func>
+kj::Maybe<kj::Exception> runAuditedRoot(Func&& body, RootOptions options = {}) {
+  // Runs `body` as a root actor's function (runAsRoot) and returns what it raised; the leak
+  // audit runs after the root has reaped everything.
+  LeakAudit audit;
+  auto error = kj::runCatchingExceptions(
+      [&]() { runAsRoot(kj::fwd<Func>(body), kj::mv(options)); });
+  audit.check();
+  return error;
+}
 
 }  // namespace test
 }  // namespace tractor

@@ -86,21 +86,14 @@ Task<int64_t> startStuckGrandchild() {
 }
 TRACTOR_EXPOSE(nursery_test, startStuckGrandchild);
 
-template <typename Func>
-kj::Maybe<kj::Exception> runAudited(Func&& body) {
-  // Runs `body` as the root function and returns what it raised; the leak audit runs after.
-  tractor::test::LeakAudit audit;
-  auto error = kj::runCatchingExceptions([&]() { tractor::runAsRoot(kj::fwd<Func>(body)); });
-  audit.check();
-  return error;
-}
+using tractor::test::runAuditedRoot;
 
 }  // namespace
 
 TEST_SUITE("multiproc") {
   TEST_CASE("nurseries nest three levels deep") {
     int64_t result = 0;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         Portal p = co_await n.runInActor(descend, 3);
         result = co_await p.waitForResult<int64_t>();
@@ -111,7 +104,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("a failing run in actor child raises its error from the nursery") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         co_await n.runInActor(boom, "bad input");
       });
@@ -130,7 +123,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("an error relayed through two supervisors keeps its source and names every hop") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         co_await n.runInActor(descendAndFail, 2);
       });
@@ -156,7 +149,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("an error relayed from depth three names all four hops") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         co_await n.runInActor(descendAndFail, 3);
       });
@@ -174,7 +167,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("a failing call to a daemon among sleeping actors cancels them all") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         for (int i = 0; i < 3; i++) co_await n.runInActor(sleepLong);
         co_await n.startActor("calm", tractor::enable("nursery_test"));
@@ -192,7 +185,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("an error while children are still being spawned tears every one of them down") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         // Spawned, not awaited: the block fails while their handshakes are in flight.
         kj::Vector<kj::Promise<Portal>> starting;
@@ -214,7 +207,7 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("one failure cancels the sibling actors and the block") {
     bool blockFinished = false;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         co_await n.startActor("daemon", tractor::enable("nursery_test"));
         co_await n.runInActor(sleepLong);
@@ -233,7 +226,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("two failures raise an error group naming both") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         // Both are spawned in the same turn, so both fail before either can be cancelled.
         co_await kj::joinPromises(kj::arr(n.runInActor(boom, "left"), n.runInActor(boom, "right")));
@@ -251,7 +244,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("an error in the block tears down every child") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         co_await n.startActor("one", tractor::enable("nursery_test"));
         co_await n.startActor("two", tractor::enable("nursery_test"));
@@ -269,7 +262,7 @@ TEST_SUITE("multiproc") {
     bool whileStarting = false;
     SUBCASE("once running") { whileStarting = false; }
     SUBCASE("while starting") { whileStarting = true; }
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         co_await n.runInActor(exitAbruptly, whileStarting);
       });
@@ -285,7 +278,7 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("nursery cancel tears down children and is reported") {
     bool called = false;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         Portal p = co_await n.startActor("daemon", tractor::enable("nursery_test"));
         CHECK(co_await p.run(leaf, 1) == 2);
@@ -304,7 +297,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("cancelling the enclosing scope still reaps every child") {
-    auto error = runAudited([]() -> Task<void> {
+    auto error = runAuditedRoot([]() -> Task<void> {
       auto& timer = tractor::Actor::current().timer();
       bool done = co_await tractor::moveOnAfter(
           timer, 200 * kj::MILLISECONDS,
@@ -321,7 +314,7 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("a child stuck in a blocking call is too slow to cancel and is killed by the ladder") {
     bool tooSlow = false;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         Portal p = co_await n.startActor("stuck", tractor::enable("nursery_test"));
         // Started, not awaited: the call blocks the child for good.
@@ -342,7 +335,7 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("a grandchild stuck in a blocking call is killed and the tree still comes down") {
     pid_t grandchild = 0;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         Portal middle = co_await n.startActor("middle", tractor::enable("nursery_test"));
         grandchild = static_cast<pid_t>(co_await middle.run(startStuckGrandchild));
@@ -360,7 +353,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("hard kill skips the graceful request") {
-    auto error = runAudited([]() {
+    auto error = runAuditedRoot([]() {
       return tractor::openNursery([](ActorNursery& n) -> Task<void> {
         co_await n.startActor("doomed", tractor::enable("nursery_test"));
         co_await n.cancel(true);

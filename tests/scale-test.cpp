@@ -54,20 +54,14 @@ Task<int64_t> superviseWorkers(int64_t first, int64_t count, int64_t failing) {
 }
 TRACTOR_EXPOSE(scale_test, superviseWorkers);
 
-template <typename Func>
-kj::Maybe<kj::Exception> runAudited(Func&& body) {
-  tractor::test::LeakAudit audit;
-  auto error = kj::runCatchingExceptions([&]() { tractor::runAsRoot(kj::fwd<Func>(body)); });
-  audit.check();
-  return error;
-}
+using tractor::test::runAuditedRoot;
 
 }  // namespace
 
 TEST_SUITE("scale") {
   TEST_CASE("a thousand flat actors each answer a call and are all reaped") {
     int64_t answered = 0;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         kj::Vector<kj::Promise<Portal>> starting;
         for (int64_t i = 0; i < ACTORS; i++) {
@@ -86,7 +80,7 @@ TEST_SUITE("scale") {
 
   TEST_CASE("ten supervisors of a hundred workers: one error cancels the whole tree") {
     int64_t answered = 0;
-    auto error = runAudited([&]() {
+    auto error = runAuditedRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         // First every worker answers, then one of them fails.
         kj::Vector<kj::Promise<int64_t>> supervisors;
