@@ -16,9 +16,9 @@ class BufferedStream final: public kj::AsyncIoStream {
   //
   // Writes are buffered and acknowledged at once; the buffer is flushed when the event loop has
   // nothing else to run and is about to wait for I/O (`kj::evalLast`), so every message produced
-  // in the same burst leaves together, and a lone message waits for no timer. Past HIGH_WATER buffered bytes a
-  // write waits for the flush, which keeps flow control (the peer's reading pace) intact. A write
-  // error is kept and raised by every later write.
+  // in the same burst leaves together, and a lone message waits for no timer. Past HIGH_WATER
+  // buffered bytes a write waits for the flush, which keeps flow control (the peer's reading
+  // pace) intact. A write error is kept and raised by every later write.
   //
   // Owns the wrapped stream. Destroying the wrapper drops bytes not yet flushed, as closing a
   // socket with unsent data would.

@@ -48,8 +48,10 @@ void encodeCall(schema::Call::Builder call, kj::StringPtr module, kj::StringPtr 
   (void)list;
 }
 
-template <typename T>
-T decodeResult(Value&& value, kj::StringPtr what) {
+template <typename T, typename Describe>
+T decodeResult(Value&& value, Describe&& what) {
+  // `what()` names the call for the error message; it is only called on failure, so the happy
+  // path of a call allocates no description.
   if constexpr (std::is_void_v<T>) {
     (void)value;
     (void)what;
@@ -61,7 +63,7 @@ T decodeResult(Value&& value, kj::StringPtr what) {
       return value.as<T>();
     } catch (const kj::Exception& e) {
       kj::throwFatalException(
-          typedError(BAD_ARGUMENTS, kj::str("result of ", what, ": ", e.getDescription())));
+          typedError(BAD_ARGUMENTS, kj::str("result of ", what(), ": ", e.getDescription())));
     }
   }
 }
@@ -148,9 +150,11 @@ kj::Promise<typename _::Unpromised_<R>::Type> Portal::run(R (*fn)(Params...), Ar
   const FunctionInfo& info = requireExposed(fn);
   auto request = state->capability.runRequest();
   _::encodeCall(request.initCall(), info.module, info.name, kj::fwd<Args>(args)...);
-  auto what = kj::str(info.module, '.', info.name);
-  return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
-    return _::decodeResult<T>(kj::mv(v), what);
+  // Registrations live as long as the program.
+  const FunctionInfo* called = &info;
+  return send(kj::mv(request)).then([called](Value&& v) {
+    return _::decodeResult<T>(kj::mv(v),
+                              [called]() { return kj::str(called->module, '.', called->name); });
   });
 }
 
@@ -158,9 +162,10 @@ template <typename T, typename... Args>
 kj::Promise<T> Portal::run(kj::StringPtr module, kj::StringPtr function, Args&&... args) {
   auto request = state->capability.runRequest();
   _::encodeCall(request.initCall(), module, function, kj::fwd<Args>(args)...);
+  // The caller's strings need not outlive this call.
   auto what = kj::str(module, '.', function);
   return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
-    return _::decodeResult<T>(kj::mv(v), what);
+    return _::decodeResult<T>(kj::mv(v), [&what]() { return kj::str(what); });
   });
 }
 
@@ -168,7 +173,7 @@ template <typename T>
 kj::Promise<T> Portal::waitForResult() {
   auto what = kj::str("the main task of ", state->id.toString());
   return resultValue().then([what = kj::mv(what)](Value&& v) {
-    return _::decodeResult<T>(kj::mv(v), what);
+    return _::decodeResult<T>(kj::mv(v), [&what]() { return kj::str(what); });
   });
 }
 

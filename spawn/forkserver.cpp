@@ -31,6 +31,24 @@ namespace {
 
 ForkServer* currentServer = nullptr;
 
+struct FdMessage {
+  // One control message: a short text and room for one fd passed with SCM_RIGHTS.
+  struct iovec iov;
+  char space[CMSG_SPACE(sizeof(int))];
+  struct msghdr msg;
+
+  FdMessage(void* text, size_t size) {
+    iov = {text, size};
+    memset(space, 0, sizeof(space));
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space;
+    msg.msg_controllen = sizeof(space);
+  }
+  KJ_DISALLOW_COPY(FdMessage);
+};
+
 [[noreturn]] void runActor(int control, int socket, const char* name, pid_t rootPid,
                            pid_t firstParent) {
   // In the forked actor: wait to be adopted by the root, then become a child actor. The pidfd
@@ -75,20 +93,13 @@ ForkServer* currentServer = nullptr;
   prctl(PR_SET_NAME, "forkserver", 0, 0, 0);
   for (;;) {
     char name[128];
-    struct iovec iov = {name, sizeof(name) - 1};
-    char space[CMSG_SPACE(sizeof(int))];
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space;
-    msg.msg_controllen = sizeof(space);
-    ssize_t n = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
+    FdMessage request(name, sizeof(name) - 1);
+    ssize_t n = recvmsg(control, &request.msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) _exit(0);  // the root closed the control socket: done
     name[n] = '\0';
     int socket = -1;
-    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&request.msg);
     if (cmsg != nullptr && cmsg->cmsg_type == SCM_RIGHTS) {
       memcpy(&socket, CMSG_DATA(cmsg), sizeof(int));
     }
@@ -171,16 +182,8 @@ kj::Maybe<ForkServer&> ForkServer::current() {
 
 pid_t ForkServer::spawn(kj::StringPtr actorName, int childSocket) {
   KJ_REQUIRE(actorName.size() < 127, "actor name too long for the forkserver", actorName);
-  struct iovec iov = {const_cast<char*>(actorName.begin()), actorName.size()};
-  char space[CMSG_SPACE(sizeof(int))];
-  memset(space, 0, sizeof(space));
-  struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = space;
-  msg.msg_controllen = sizeof(space);
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  FdMessage request(const_cast<char*>(actorName.begin()), actorName.size());
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&request.msg);
   cmsg->cmsg_level = SOL_SOCKET;
   cmsg->cmsg_type = SCM_RIGHTS;
   cmsg->cmsg_len = CMSG_LEN(sizeof(int));
@@ -189,7 +192,7 @@ pid_t ForkServer::spawn(kj::StringPtr actorName, int childSocket) {
     return kj::str("the forkserver (pid ", serverPid, ") is gone: cannot spawn actor '",
                    actorName, "'");
   };
-  KJ_SYSCALL_HANDLE_ERRORS(sendmsg(control, &msg, MSG_NOSIGNAL)) {
+  KJ_SYSCALL_HANDLE_ERRORS(sendmsg(control, &request.msg, MSG_NOSIGNAL)) {
     case EPIPE:
     case ECONNRESET:
       KJ_FAIL_REQUIRE(gone());

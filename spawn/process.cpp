@@ -64,7 +64,8 @@ ChildProcess::~ChildProcess() noexcept(false) {
     syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t info;
     memset(&info, 0, sizeof(info));
-    while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED) < 0 && errno == EINTR) {
+    auto idtype = static_cast<idtype_t>(P_PIDFD);
+    while (waitid(idtype, pidfd.get(), &info, WEXITED) < 0 && errno == EINTR) {
     }
   }
 }
@@ -74,7 +75,8 @@ bool ChildProcess::tryReap() {
   siginfo_t info;
   memset(&info, 0, sizeof(info));
   int r;
-  KJ_SYSCALL(r = waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED | WNOHANG), pid_);
+  KJ_SYSCALL(r = waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED | WNOHANG),
+             pid_);
   if (info.si_pid == 0) return false;
   status = waitStatusOf(info);
   return true;

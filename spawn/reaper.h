@@ -28,8 +28,6 @@ public:
   void reaped(pid_t pid);
   // Its parent reaped it.
 
-  size_t known() const { return tree.size(); }
-
 private:
   kj::UnixEventPort& eventPort;
   kj::HashSet<pid_t> tree;

@@ -102,6 +102,22 @@ private:
   }
 };
 
+struct CountedPipe {
+  // A BufferedStream over a counting in-memory pipe end, and the pipe's other end (`peer`).
+  kj::EventLoop loop;
+  kj::WaitScope ws;
+  kj::TwoWayPipe pipe;
+  kj::Own<CountingStream> counting;
+  CountingStream& counts;
+  BufferedStream stream;
+  kj::AsyncIoStream& peer;
+
+  CountedPipe()
+      : ws(loop), pipe(kj::newTwoWayPipe()),
+        counting(kj::heap<CountingStream>(kj::mv(pipe.ends[0]))), counts(*counting),
+        stream(kj::mv(counting)), peer(*pipe.ends[1]) {}
+};
+
 class GateStream final: public kj::AsyncIoStream {
   // A stream whose writes finish only when the test says so: each write's bytes are recorded and
   // the write stays in flight until complete() or fail(). Checks that the writer never has two
@@ -193,14 +209,7 @@ private:
 
 TEST_SUITE("unit") {
 
-TEST_CASE("buffered stream: writes of one turn leave in one inner write") {
-  kj::EventLoop loop;
-  kj::WaitScope ws(loop);
-  auto pipe = kj::newTwoWayPipe();
-  auto counting = kj::heap<CountingStream>(kj::mv(pipe.ends[0]));
-  auto& counts = *counting;
-  BufferedStream stream(kj::mv(counting));
-  auto& peer = *pipe.ends[1];
+TEST_CASE_FIXTURE(CountedPipe, "buffered stream: writes of one turn leave in one inner write") {
   char received[64];
 
   // Three writes in the same turn, none awaited in between (awaiting would run the flush).
@@ -352,14 +361,7 @@ TEST_CASE("buffered stream: no write is lost whichever event it lands after") {
   }
 }
 
-TEST_CASE("buffered stream: small reads are served from one inner read") {
-  kj::EventLoop loop;
-  kj::WaitScope ws(loop);
-  auto pipe = kj::newTwoWayPipe();
-  auto counting = kj::heap<CountingStream>(kj::mv(pipe.ends[0]));
-  auto& counts = *counting;
-  BufferedStream stream(kj::mv(counting));
-  auto& peer = *pipe.ends[1];
+TEST_CASE_FIXTURE(CountedPipe, "buffered stream: small reads are served from one inner read") {
 
   // Like Cap'n Proto's segment table then body: an 8-byte read, then the rest.
   auto sent = writeText(peer, "01234567the body of the message");
@@ -459,14 +461,7 @@ TEST_CASE("buffered stream: a write waiting past the high-water mark gets the wr
   }
 }
 
-TEST_CASE("buffered stream: shutdownWrite comes after the buffered bytes") {
-  kj::EventLoop loop;
-  kj::WaitScope ws(loop);
-  auto pipe = kj::newTwoWayPipe();
-  auto counting = kj::heap<CountingStream>(kj::mv(pipe.ends[0]));
-  auto& counts = *counting;
-  BufferedStream stream(kj::mv(counting));
-  auto& peer = *pipe.ends[1];
+TEST_CASE_FIXTURE(CountedPipe, "buffered stream: shutdownWrite comes after the buffered bytes") {
 
   auto w1 = writeText(stream, "hello ");
   auto w2 = writeText(stream, "world");
@@ -503,13 +498,8 @@ TEST_CASE("buffered stream: shutdownWrite waits for the write in flight and the 
   CHECK(gate.allWritten() == "in flight|pending");
 }
 
-TEST_CASE("buffered stream: shutdownWrite with nothing buffered is immediate") {
-  kj::EventLoop loop;
-  kj::WaitScope ws(loop);
-  auto pipe = kj::newTwoWayPipe();
-  auto counting = kj::heap<CountingStream>(kj::mv(pipe.ends[0]));
-  auto& counts = *counting;
-  BufferedStream stream(kj::mv(counting));
+TEST_CASE_FIXTURE(CountedPipe,
+                  "buffered stream: shutdownWrite with nothing buffered is immediate") {
 
   stream.shutdownWrite();
   CHECK(counts.events == "s");

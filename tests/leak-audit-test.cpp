@@ -33,7 +33,8 @@ TEST_SUITE("multiproc") {
     bool sawLive = false, sawZombie = false;
     for (auto& leak: leaks) {
       sawLive = sawLive || tractor::test::contains(leak, kj::str("pid ", live, " (sleep) alive"));
-      sawZombie = sawZombie || tractor::test::contains(leak, kj::str("pid ", dead, " (true) zombie"));
+      sawZombie =
+          sawZombie || tractor::test::contains(leak, kj::str("pid ", dead, " (true) zombie"));
     }
     CHECK(sawLive);
     CHECK(sawZombie);

@@ -51,7 +51,8 @@ TRACTOR_EXPOSE(portal_test, slowDouble);
 
 kj::String whoAmI() {
   auto& actor = tractor::Actor::current();
-  return kj::str(actor.id().name, ' ', actor.id().uuid.size(), ' ', actor.isRoot() ? "root" : "child",
+  return kj::str(actor.id().name, ' ', actor.id().uuid.size(), ' ',
+                 actor.isRoot() ? "root" : "child",
                  ' ', actor.parent() == nullptr ? "orphan" : "has-parent");
 }
 TRACTOR_EXPOSE(portal_test, whoAmI);

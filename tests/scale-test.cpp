@@ -86,7 +86,8 @@ TEST_SUITE("scale") {
         kj::Vector<kj::Promise<int64_t>> supervisors;
         kj::Vector<Portal> portals;
         for (int64_t s = 0; s < SUPERVISORS; s++) {
-          portals.add(co_await n.startActor(kj::str("supervisor", s), tractor::enable("scale_test")));
+          portals.add(
+              co_await n.startActor(kj::str("supervisor", s), tractor::enable("scale_test")));
         }
         int64_t perSupervisor = ACTORS / SUPERVISORS;
         for (int64_t s = 0; s < SUPERVISORS; s++) {

@@ -107,14 +107,21 @@ void reapAdopted(pid_t pid) {
   CHECK((r == pid || (r < 0 && errno == ECHILD)));
 }
 
+kj::Vector<pid_t> signalReadyTree(tractor::test::ScenarioProcess& root, int signo,
+                                  struct timespec& start) {
+  // Waits for the scenario's tree to be up, signals its root; returns the tree's pids.
+  auto pids = parsePids(root.readLine());
+  REQUIRE(pids.size() >= 4);
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  root.signal(signo);
+  return pids;
+}
+
 void checkSignalEndsTree(int signo) {
   tractor::test::LeakAudit audit;
   tractor::test::ScenarioProcess root("interruptedTree");
-  auto pids = parsePids(root.readLine());
-  CHECK(pids.size() >= 4);
   struct timespec start;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  root.signal(signo);
+  auto pids = signalReadyTree(root, signo, start);
   int status = root.wait();
   MESSAGE("tree ended ", secondsSince(start) * 1000, " ms after the signal");
   CHECK(tractor::test::describeStatus(status) == kj::str("exit ", 128 + signo));
@@ -187,11 +194,8 @@ TEST_SUITE("multiproc") {
   TEST_CASE("SIGKILL of the root takes every descendant down") {
     tractor::test::LeakAudit audit;
     tractor::test::ScenarioProcess root("interruptedTree");
-    auto pids = parsePids(root.readLine());
-    REQUIRE(pids.size() >= 4);
     struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    root.signal(SIGKILL);
+    auto pids = signalReadyTree(root, SIGKILL, start);
     root.wait();
     // The test process is a child subreaper: orphaned descendants become its children.
     // Each is killed by its parent-death signal or exits on losing its parent connection,

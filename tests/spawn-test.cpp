@@ -174,8 +174,9 @@ TEST_SUITE("multiproc") {
         // An exec'd actor has room for the whole title; a forked one (forkserver backend) only
         // as much as the root's own command line had.
         kj::StringPtr title = "tractor[titled] child of root@";
-        size_t room = tractor::ForkServer::current() == nullptr ? title.size()
-                                                              : readFile("/proc/self/cmdline").size();
+        size_t room = tractor::ForkServer::current() == nullptr
+                          ? title.size()
+                          : readFile("/proc/self/cmdline").size();
         CHECK(line.startsWith(kj::heapString(title.slice(0, kj::min(room, title.size())))));
       });
     });
