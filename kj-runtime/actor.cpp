@@ -46,10 +46,16 @@ public:
   }
 
   kj::Promise<void> cancel(CancelContext context) override {
-    auto requester = peerName();
-    TRACTOR_LOG(RUNTIME, "cancel requested by ", requester);
-    return actor.cancel(requester).then(
+    TRACTOR_LOG(RUNTIME, "cancel requested by ", peerName());
+    return actor.cancel(peerId()).then(
         [context]() mutable { context.getResults().setAcknowledged(true); });
+  }
+
+  kj::Promise<void> openContext(OpenContextContext context) override {
+    // Dropping the call (the caller's scope ended early, the connection was lost) cancels the
+    // task.
+    context.allowCancellation();
+    return actor.openContext(context.getParams(), peerId());
   }
 
   kj::Promise<void> descendantStarted(DescendantStartedContext context) override {
@@ -76,6 +82,13 @@ private:
       return p->toString();
     }
     return kj::str("a peer");
+  }
+
+  ActorId peerId() {
+    KJ_IF_MAYBE(p, peer) {
+      return p->clone();
+    }
+    return ActorId{kj::str("unknown-peer"), kj::str(), 0};
   }
 };
 
@@ -129,25 +142,58 @@ schema::Actor::Client Actor::serve(kj::Maybe<ActorId> peer) {
   return kj::heap<ActorServer>(*this, kj::mv(peer));
 }
 
-kj::Promise<Value> Actor::invoke(schema::Call::Reader call) {
+const FunctionInfo& Actor::lookup(schema::Call::Reader call, FunctionKind kind) {
   auto module = call.getModule();
   auto function = call.getFunction();
   if (!started) {
-    return typedError(CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is not started"));
+    kj::throwFatalException(
+        typedError(CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is not started")));
   }
   if (cancelCalled()) {
-    return typedError(CONTEXT_CANCELLED,
-                      kj::str("actor ", id_.toString(), " is shutting down: it was cancelled"));
+    kj::throwFatalException(typedError(
+        CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is shutting down: it was cancelled")));
   }
   if (!isModuleEnabled(module)) {
-    return typedError(MODULE_NOT_EXPOSED, kj::str("module '", module, "' is not enabled in actor ",
-                                                  id_.toString()));
+    kj::throwFatalException(typedError(
+        MODULE_NOT_EXPOSED,
+        kj::str("module '", module, "' is not enabled in actor ", id_.toString())));
   }
   KJ_IF_MAYBE(info, findFunction(module, function)) {
-    return canceler.wrap(info->invoke(*info, call.getArgs()));
+    if (info->kind != kind) {
+      kj::StringPtr how = info->kind == FunctionKind::FUNCTION ? "call it with Portal::run()"_kj
+          : info->kind == FunctionKind::CONTEXT ? "open it with Portal::openContext()"_kj
+                                                : "open it with Portal::openStreamFrom()"_kj;
+      kj::throwFatalException(typedError(
+          CONTEXT_ERROR, kj::str(module, '.', function, " is a ", info->kind, ": ", how)));
+    }
+    return *info;
   }
-  return typedError(FUNCTION_NOT_FOUND, kj::str("module '", module, "' has no function '",
-                                                function, "' in actor ", id_.toString()));
+  kj::throwFatalException(typedError(
+      FUNCTION_NOT_FOUND,
+      kj::str("module '", module, "' has no function '", function, "' in actor ", id_.toString())));
+}
+
+kj::Promise<Value> Actor::invoke(schema::Call::Reader call) {
+  return kj::evalNow([&]() {
+    auto& info = lookup(call, FunctionKind::FUNCTION);
+    return canceler.wrap(info.invoke(info, call.getArgs()));
+  });
+}
+
+kj::Promise<void> Actor::openContext(schema::Actor::OpenContextParams::Reader params,
+                                     const ActorId& peer) {
+  auto kind = params.getOptions().getKind() == schema::DialogueKind::STREAM_FROM
+      ? FunctionKind::STREAM
+      : FunctionKind::CONTEXT;
+  auto ctx = kj::refcounted<Context>(Context::Side::CALLEE, id_.clone(), peer.clone(),
+                                     StreamOptions(),
+                                     windowOptions(params.getOptions().getWindow()));
+  // The call's parameters stay valid while the call runs, which outlives the task's start.
+  auto call = params.getCall();
+  return runCalleeContext(kj::mv(ctx), params.getCaller(), [this, call, kind](Context& ctx) {
+    auto& info = lookup(call, kind);
+    return canceler.wrap(info.invokeInContext(info, ctx, call.getArgs()));
+  });
 }
 
 kj::Promise<void> Actor::wrapTask(kj::Promise<void> task) { return canceler.wrap(kj::mv(task)); }
@@ -177,15 +223,17 @@ void Actor::reportDescendant(pid_t pid, bool started) {
   }
 }
 
-kj::Promise<void> Actor::cancel(kj::StringPtr requester) {
+kj::Promise<void> Actor::cancel(const ActorId& requester) {
   KJ_IF_MAYBE(c, cancelled) {
     return c->addBranch();
   }
-  TRACTOR_LOG(RUNTIME, "actor ", id_.toString(), " cancelled by ", requester);
-  canceler.cancel(typedError(CONTEXT_CANCELLED, kj::str("actor ", id_.toString(),
-                                                        " was cancelled by ", requester)));
-  // The cancelled tasks' nurseries handed their children's teardown to the keeper.
-  auto& fork = cancelled.emplace(keeper.drain().fork());
+  auto who = requester == id_ ? kj::str("itself") : requester.toString();
+  TRACTOR_LOG(RUNTIME, "actor ", id_.toString(), " cancelled by ", who);
+  canceler.cancel(contextCancelled(
+      id_, requester, kj::str("actor ", id_.toString(), " was cancelled by ", who)));
+  // The cancelled tasks' nurseries handed their children's teardown to the keeper, and the
+  // cancelled contexts their outcomes' delivery, once the events the cancellation set off ran.
+  auto& fork = cancelled.emplace(kj::evalLast([this]() { return keeper.drain(); }).fork());
   return fork.addBranch();
 }
 

@@ -76,13 +76,19 @@ public:
   // A new capability to this actor, for `peer` (used in logs and as the canceller's identity).
 
   kj::Promise<Value> invoke(schema::Call::Reader call);
-  // Runs one call from a peer: refuses modules that are not enabled (ModuleNotExposed) and
-  // unknown functions (FunctionNotFound); the running call ends with ContextCancelled when the
-  // actor is cancelled.
+  // Runs one call from a peer: refuses modules that are not enabled (ModuleNotExposed), unknown
+  // functions (FunctionNotFound) and context or stream functions (ContextError); the running
+  // call ends with ContextCancelled when the actor is cancelled.
 
-  kj::Promise<void> cancel(kj::StringPtr requester);
-  // Cancels every task run on behalf of peers (and the root function), then waits for the
-  // shielded cleanup they leave behind (child actors being torn down). Idempotent: later calls
+  kj::Promise<void> openContext(schema::Actor::OpenContextParams::Reader params,
+                                const ActorId& peer);
+  // Runs the callee's side of a context `peer` opened (see context.h): the same refusals as
+  // `invoke()`, delivered to the caller as the dialogue's outcome.
+
+  kj::Promise<void> cancel(const ActorId& requester);
+  // Cancels every task run on behalf of peers (and the root function) — each open context ends
+  // with a ContextCancelled naming `requester` — then waits for the shielded cleanup they leave
+  // behind (child actors being torn down, outcomes being delivered). Idempotent: later calls
   // wait for the same teardown.
   bool cancelCalled() const { return cancelled != nullptr; }
 
@@ -105,6 +111,9 @@ public:
   // Fills `outcome` with the main task's result once it is done (NoResult if there is none).
 
 private:
+  const FunctionInfo& lookup(schema::Call::Reader call, FunctionKind kind);
+  // The function `call` names, or raises why it cannot be called as `kind`.
+
   kj::AsyncIoContext& io_;
   ActorId id_;
   bool isRoot_;

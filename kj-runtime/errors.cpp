@@ -162,6 +162,10 @@ kj::Maybe<RemoteActorError> RemoteActorError::from(const kj::Exception& e) {
           result.relayPath.add(kj::mv(*id));
         }
       }
+    } else if (startsWith(line, " canceller: ")) {
+      result.canceller = parseIdFields(line.slice(12, line.size()));
+    } else if (startsWith(line, " sender: ")) {
+      result.sender = parseIdFields(line.slice(9, line.size()));
     }
   }
   if (result.relayPath.size() == 0) result.relayPath.add(result.src.clone());
@@ -170,8 +174,15 @@ kj::Maybe<RemoteActorError> RemoteActorError::from(const kj::Exception& e) {
 
 kj::Exception RemoteActorError::toException() const {
   auto relay = KJ_MAP(hop, relayPath) { return idFields(hop); };
+  auto optional = [](kj::StringPtr label, const kj::Maybe<ActorId>& id) {
+    KJ_IF_MAYBE(i, id) {
+      return kj::str("\n ", label, ": ", idFields(*i));
+    }
+    return kj::str();
+  };
   auto desc = kj::str(REMOTE_PREFIX, boxedType, ": ", escapeLine(message), "\n src: ",
                       idFields(src), ' ', srcType, "\n relay: ", kj::strArray(relay, "; "),
+                      optional("canceller", canceller), optional("sender", sender),
                       "\n remote stack:\n", remoteStack);
   return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::mv(desc));
 }
@@ -183,17 +194,63 @@ bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType) {
   return false;
 }
 
+namespace {
+
+RemoteActorError raisedHere(kj::StringPtr type, const ActorId& self, kj::StringPtr message) {
+  RemoteActorError error;
+  error.boxedType = kj::str(type);
+  error.srcType = kj::str(type);
+  error.message = kj::str(message);
+  error.src = self.clone();
+  error.relayPath.add(self.clone());
+  error.remoteStack = kj::str();
+  return error;
+}
+
+}  // namespace
+
+kj::Exception contextCancelled(const ActorId& self, const ActorId& canceller,
+                               kj::StringPtr message) {
+  auto error = raisedHere(CONTEXT_CANCELLED, self, message);
+  error.canceller = canceller.clone();
+  return error.toException();
+}
+
+kj::Exception streamOverrun(const ActorId& self, const ActorId& sender, kj::StringPtr message) {
+  auto error = raisedHere(STREAM_OVERRUN, self, message);
+  error.sender = sender.clone();
+  return error.toException();
+}
+
+kj::Maybe<ActorId> cancellerOf(const kj::Exception& e) {
+  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
+    if (remote->boxedType == CONTEXT_CANCELLED || remote->srcType == CONTEXT_CANCELLED) {
+      return kj::mv(remote->canceller);
+    }
+  }
+  return nullptr;
+}
+
 void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self) {
   builder.setKjType(static_cast<uint8_t>(e.getType()));
   KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
-    builder.setBoxedType("RemoteActorError");
+    // Raised here in the remote layout (the last hop is this actor): sent as its own type.
+    bool raisedHere = remote->relayPath.back().uuid == self.uuid;
+    builder.setBoxedType(raisedHere ? remote->boxedType.asPtr() : "RemoteActorError"_kj);
     builder.setSrcType(remote->srcType);
     builder.setMessage(remote->message);
     remote->src.copyTo(builder.initSrc());
-    auto path = builder.initRelayPath(remote->relayPath.size() + 1);
+    auto hops = remote->relayPath.size() + (raisedHere ? 0 : 1);
+    auto path = builder.initRelayPath(hops);
     for (auto i: kj::indices(remote->relayPath)) remote->relayPath[i].copyTo(path[i]);
-    self.copyTo(path[remote->relayPath.size()]);
+    if (!raisedHere) self.copyTo(path[remote->relayPath.size()]);
     builder.setRemoteStack(remote->remoteStack);
+    KJ_IF_MAYBE(c, remote->canceller) {
+      c->copyTo(builder.initCanceller());
+    }
+    KJ_IF_MAYBE(s, remote->sender) {
+      s->copyTo(builder.initSender());
+    }
     return;
   }
   auto desc = e.getDescription();
@@ -220,6 +277,8 @@ kj::Exception unboxError(schema::Error::Reader reader) {
   for (auto hop: reader.getRelayPath()) error.relayPath.add(ActorId::fromReader(hop));
   if (error.relayPath.size() == 0) error.relayPath.add(error.src.clone());
   error.remoteStack = kj::str(reader.getRemoteStack());
+  if (reader.hasCanceller()) error.canceller = ActorId::fromReader(reader.getCanceller());
+  if (reader.hasSender()) error.sender = ActorId::fromReader(reader.getSender());
   // A malformed error (from a hostile or broken peer) must still print sensibly.
   if (error.boxedType.size() == 0) error.boxedType = kj::str("kj::Exception");
   if (error.srcType.size() == 0) error.srcType = kj::str(error.boxedType);

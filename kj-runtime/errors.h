@@ -15,8 +15,14 @@
 //       RemoteActorError: std::runtime_error: boom
 //        src: worker 5c0e...-uuid 4242 std::runtime_error
 //        relay: worker 5c0e...-uuid 4242; parent 77aa...-uuid 4241
+//        canceller: parent 77aa...-uuid 4241      (ContextCancelled only)
+//        sender: parent 77aa...-uuid 4241         (StreamOverrun only)
 //        remote stack:
 //       <stack text>
+//
+// The runtime's own dialogue errors (`contextCancelled()`, `streamOverrun()`) use the remote
+// layout even where they are raised, because they carry an actor identity (the canceller, the
+// sender) that must survive every hop.
 //
 // `boxError()` turns any kj::Exception into the wire form (`schema::Error`); `unboxError()` turns
 // the wire form back into a remote-error kj::Exception at the receiver.
@@ -48,6 +54,18 @@ constexpr kj::StringPtr TOO_SLOW = "TooSlowError"_kj;
 // A deadline (`failAfter`) passed.
 constexpr kj::StringPtr NO_RESULT = "tractor::NoResult"_kj;
 // `waitForResult()` on an actor without a main task.
+constexpr kj::StringPtr STREAM_OVERRUN = "tractor::StreamOverrun"_kj;
+// A stream's sender overran a receiver whose buffer was full (raised at the sender).
+constexpr kj::StringPtr END_OF_STREAM = "tractor::EndOfStream"_kj;
+// The peer closed its side of a stream (or its task ended): nothing more arrives, and nothing
+// more may be sent.
+constexpr kj::StringPtr STREAM_CLOSED = "tractor::StreamClosed"_kj;
+// The stream was closed on this side.
+constexpr kj::StringPtr LAGGED = "tractor::Lagged"_kj;
+// A broadcast subscriber fell so far behind that items it had not read were overwritten.
+constexpr kj::StringPtr CONTEXT_ERROR = "tractor::ContextError"_kj;
+// A context or stream was used in a way its protocol does not allow (a second `started()`,
+// a stream opened before `started()`, a context function called with `run()`, ...).
 
 kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
                          kj::Exception::Type type = kj::Exception::Type::FAILED);
@@ -73,6 +91,10 @@ public:
   kj::Vector<ActorId> relayPath;
   // Every actor the error passed through, the source first, the last hop last.
   kj::String remoteStack;
+  kj::Maybe<ActorId> canceller;
+  // ContextCancelled: the actor that asked for the cancellation.
+  kj::Maybe<ActorId> sender;
+  // StreamOverrun: the actor whose items overran the receiver.
 
   static kj::Maybe<RemoteActorError> from(const kj::Exception& e);
   // Unpacks a remote error; null when `e` did not come from another actor.
@@ -89,9 +111,18 @@ public:
 bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType);
 // True when `e` is a remote error whose boxed type (or source type) is `boxedType`.
 
+kj::Exception contextCancelled(const ActorId& self, const ActorId& canceller,
+                               kj::StringPtr message);
+// A ContextCancelled raised in actor `self` at the request of `canceller`.
+kj::Exception streamOverrun(const ActorId& self, const ActorId& sender, kj::StringPtr message);
+// A StreamOverrun detected by receiver `self`, to be raised at `sender`.
+kj::Maybe<ActorId> cancellerOf(const kj::Exception& e);
+// The canceller of a ContextCancelled (remote or raised here); null for any other error.
+
 void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self);
 // Packs `e` for sending to a peer. A remote error is relayed: its source fields are kept, its
-// boxed type becomes "RemoteActorError" and `self` is appended to its relay path.
+// boxed type becomes "RemoteActorError" and `self` is appended to its relay path. An error that
+// `self` raised in the remote layout (see `contextCancelled()`) keeps its own type.
 
 kj::Exception unboxError(schema::Error::Reader reader);
 // The remote-error kj::Exception for a received error.

@@ -37,6 +37,12 @@ void registerFunction(FunctionInfo info) {
   reg.functions.add(kj::mv(owned));
 }
 
+kj::Maybe<kj::Exception> checkArity(const FunctionInfo& info, ArgsReader args) {
+  if (args.size() == info.arity) return nullptr;
+  return typedError(BAD_ARGUMENTS, kj::str(info.module, '.', info.name, " takes ", info.arity,
+                                           " argument(s), got ", args.size()));
+}
+
 }  // namespace _
 
 kj::Maybe<const FunctionInfo&> findFunction(kj::StringPtr module, kj::StringPtr name) {
@@ -51,6 +57,18 @@ kj::Maybe<const FunctionInfo&> findFunction(ErasedFunction address) {
     return **info;
   }
   return nullptr;
+}
+
+kj::StringPtr KJ_STRINGIFY(FunctionKind kind) {
+  switch (kind) {
+    case FunctionKind::FUNCTION:
+      return "function";
+    case FunctionKind::CONTEXT:
+      return "context function";
+    case FunctionKind::STREAM:
+      return "stream function";
+  }
+  KJ_UNREACHABLE;
 }
 
 bool moduleExists(kj::StringPtr module) {

@@ -12,6 +12,16 @@
 // dynamic values before the function runs; a failed conversion raises `tractor::BadArguments`
 // naming the argument. Exceptions the function throws (synchronously or through its promise) are
 // the call's error, boxed back to the caller.
+//
+// Two more kinds of endpoint take the dialogue as their first parameter (see context.h):
+//
+//     Task<int64_t> echo(tractor::Context& ctx, int64_t start);   // TRACTOR_CONTEXT(mod, echo)
+//     Task<void> ticks(tractor::MsgStream& out, int64_t count);   // TRACTOR_STREAM(mod, ticks)
+//
+// A context function is opened with `Portal::openContext()`; a stream function (tractor's legacy
+// one-way stream) only sends items and is consumed with `Portal::openStreamFrom()`. Parameters
+// of coroutine endpoints should be taken by value: the decoded arguments live only until the
+// function's first suspension.
 
 #pragma once
 
@@ -20,6 +30,7 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
+#include "kj-runtime/context.h"
 #include "kj-runtime/coro.h"
 #include "kj-runtime/errors.h"
 #include "kj-runtime/payload.h"
@@ -29,14 +40,30 @@ namespace tractor {
 using ArgsReader = capnp::List<schema::Value>::Reader;
 using ErasedFunction = void (*)();
 
+enum class FunctionKind: uint8_t {
+  FUNCTION,
+  // TRACTOR_EXPOSE: called with `Portal::run()`.
+  CONTEXT,
+  // TRACTOR_CONTEXT: opened with `Portal::openContext()`.
+  STREAM,
+  // TRACTOR_STREAM: consumed with `Portal::openStreamFrom()`.
+};
+
+kj::StringPtr KJ_STRINGIFY(FunctionKind kind);
+// "function", "context function" or "stream function".
+
 struct FunctionInfo {
   // One exposed function.
   kj::StringPtr module;
   kj::StringPtr name;
   ErasedFunction address;
+  FunctionKind kind;
   kj::Promise<Value> (*invoke)(const FunctionInfo& self, ArgsReader args);
-  // Converts the arguments, runs the function and encodes its result.
+  // FUNCTION: converts the arguments, runs the function and encodes its result.
+  kj::Promise<Value> (*invokeInContext)(const FunctionInfo& self, Context& ctx, ArgsReader args);
+  // CONTEXT and STREAM: the same, with the dialogue's callee-side context.
   uint arity;
+  // Arguments the caller passes (the Context or MsgStream parameter not counted).
 };
 
 kj::Maybe<const FunctionInfo&> findFunction(kj::StringPtr module, kj::StringPtr name);
@@ -74,52 +101,133 @@ std::decay_t<Param> decodeArgument(const FunctionInfo& info, ArgsReader args, ui
   }
 }
 
-template <typename R, typename... Params, size_t... I>
-kj::Promise<Value> invokeWith(R (*fn)(Params...), const FunctionInfo& info, ArgsReader args,
-                              std::index_sequence<I...>) {
+template <typename R, typename... Params, typename Call, size_t... I>
+kj::Promise<Value> callDecoded(const FunctionInfo& info, ArgsReader args, Call&& call,
+                               std::index_sequence<I...>) {
+  // Converts the arguments and passes them to `call`, whose result (of type R) is encoded.
   // Braced initialisation converts the arguments left to right.
   std::tuple<std::decay_t<Params>...> decoded{decodeArgument<Params>(info, args, I)...};
   (void)decoded;
   (void)info;
   (void)args;
   if constexpr (std::is_void_v<R>) {
-    fn(kj::mv(std::get<I>(decoded))...);
+    call(kj::mv(std::get<I>(decoded))...);
     return Value();
   } else {
     using T = typename Unpromised_<R>::Type;
     if constexpr (std::is_same_v<T, R>) {
-      return Value::of(fn(kj::mv(std::get<I>(decoded))...));
+      return Value::of(call(kj::mv(std::get<I>(decoded))...));
     } else if constexpr (std::is_void_v<T>) {
-      kj::Promise<void> promise = fn(kj::mv(std::get<I>(decoded))...);
+      kj::Promise<void> promise = call(kj::mv(std::get<I>(decoded))...);
       return promise.then([]() { return Value(); });
     } else {
-      kj::Promise<T> promise = fn(kj::mv(std::get<I>(decoded))...);
+      kj::Promise<T> promise = call(kj::mv(std::get<I>(decoded))...);
       return promise.then([](T&& result) { return Value::of(result); });
     }
   }
 }
 
+kj::Maybe<kj::Exception> checkArity(const FunctionInfo& info, ArgsReader args);
+// BadArguments when the call does not have `info.arity` arguments.
+
 template <typename R, typename... Params>
 kj::Promise<Value> invoke(const FunctionInfo& info, ArgsReader args) {
   try {
-    if (args.size() != sizeof...(Params)) {
-      return typedError(BAD_ARGUMENTS, kj::str(info.module, '.', info.name, " takes ",
-                                               sizeof...(Params), " argument(s), got ",
-                                               args.size()));
+    KJ_IF_MAYBE(e, checkArity(info, args)) {
+      return kj::mv(*e);
     }
-    return invokeWith(reinterpret_cast<R (*)(Params...)>(info.address), info, args,
-                      std::index_sequence_for<Params...>());
+    auto fn = reinterpret_cast<R (*)(Params...)>(info.address);
+    return callDecoded<R, Params...>(info, args, fn, std::index_sequence_for<Params...>());
   } catch (...) {
     return currentExceptionAsKj();
   }
 }
+
+template <typename R, typename... Params>
+kj::Promise<Value> invokeContext(const FunctionInfo& info, Context& ctx, ArgsReader args) {
+  try {
+    KJ_IF_MAYBE(e, checkArity(info, args)) {
+      return kj::mv(*e);
+    }
+    auto fn = reinterpret_cast<R (*)(Context&, Params...)>(info.address);
+    auto call = [fn, &ctx](auto&&... decoded) {
+      return fn(ctx, kj::fwd<decltype(decoded)>(decoded)...);
+    };
+    return callDecoded<R, Params...>(info, args, call, std::index_sequence_for<Params...>());
+  } catch (...) {
+    return currentExceptionAsKj();
+  }
+}
+
+kj::Promise<Value> runStreamFunction(Context& ctx,
+                                     kj::Function<kj::Promise<void>(MsgStream&)> body);
+// A stream function's dialogue: `started()`, then `body` with the open stream, then a null
+// result.
+
+template <typename R, typename... Params, size_t... I>
+kj::Promise<Value> invokeStreamWith(const FunctionInfo& info, Context& ctx, ArgsReader args,
+                                    std::index_sequence<I...>) {
+  static_assert(std::is_void_v<typename Unpromised_<R>::Type>,
+                "a stream function returns void, kj::Promise<void> or Task<void>");
+  auto fn = reinterpret_cast<R (*)(MsgStream&, Params...)>(info.address);
+  // The arguments are converted before the dialogue starts, so that bad ones fail the call.
+  using Decoded = std::tuple<std::decay_t<Params>...>;
+  auto decoded = kj::heap<Decoded>(Decoded{decodeArgument<Params>(info, args, I)...});
+  return runStreamFunction(
+      ctx, [fn, decoded = kj::mv(decoded)](MsgStream& stream) mutable -> kj::Promise<void> {
+        (void)decoded;
+        if constexpr (std::is_void_v<R>) {
+          fn(stream, kj::mv(std::get<I>(*decoded))...);
+          return kj::READY_NOW;
+        } else {
+          return fn(stream, kj::mv(std::get<I>(*decoded))...);
+        }
+      });
+}
+
+template <typename R, typename... Params>
+kj::Promise<Value> invokeStream(const FunctionInfo& info, Context& ctx, ArgsReader args) {
+  try {
+    KJ_IF_MAYBE(e, checkArity(info, args)) {
+      return kj::mv(*e);
+    }
+    return invokeStreamWith<R, Params...>(info, ctx, args, std::index_sequence_for<Params...>());
+  } catch (...) {
+    return currentExceptionAsKj();
+  }
+}
+
+template <typename F>
+struct KindOf_ {
+  static constexpr FunctionKind VALUE = FunctionKind::FUNCTION;
+};
+template <typename R, typename... Params>
+struct KindOf_<R (*)(Context&, Params...)> {
+  static constexpr FunctionKind VALUE = FunctionKind::CONTEXT;
+};
+template <typename R, typename... Params>
+struct KindOf_<R (*)(MsgStream&, Params...)> {
+  static constexpr FunctionKind VALUE = FunctionKind::STREAM;
+};
 
 class Registration {
   // A static object whose construction registers one function (see TRACTOR_EXPOSE).
 public:
   template <typename R, typename... Params>
   Registration(const char* module, const char* name, R (*fn)(Params...)) {
-    registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), &invoke<R, Params...>,
+    registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::FUNCTION,
+                      &invoke<R, Params...>, nullptr, static_cast<uint>(sizeof...(Params))});
+  }
+  template <typename R, typename... Params>
+  Registration(const char* module, const char* name, R (*fn)(Context&, Params...)) {
+    registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::CONTEXT,
+                      nullptr, &invokeContext<R, Params...>,
+                      static_cast<uint>(sizeof...(Params))});
+  }
+  template <typename R, typename... Params>
+  Registration(const char* module, const char* name, R (*fn)(MsgStream&, Params...)) {
+    registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::STREAM,
+                      nullptr, &invokeStream<R, Params...>,
                       static_cast<uint>(sizeof...(Params))});
   }
 };
@@ -136,6 +244,19 @@ const FunctionInfo& requireExposed(R (*fn)(Params...)) {
 }
 
 }  // namespace tractor
+
+#define TRACTOR_CONTEXT(module, function)                                               \
+  static_assert(::tractor::_::KindOf_<decltype(&function)>::VALUE ==                   \
+                    ::tractor::FunctionKind::CONTEXT,                                  \
+                "TRACTOR_CONTEXT needs R " #function "(tractor::Context&, params...)"); \
+  TRACTOR_EXPOSE(module, function)
+// Registers a context function `R function(tractor::Context&, Params...)`; see context.h.
+#define TRACTOR_STREAM(module, function)                                                 \
+  static_assert(::tractor::_::KindOf_<decltype(&function)>::VALUE ==                     \
+                    ::tractor::FunctionKind::STREAM,                                     \
+                "TRACTOR_STREAM needs R " #function "(tractor::MsgStream&, params...)"); \
+  TRACTOR_EXPOSE(module, function)
+// Registers a stream function `R function(tractor::MsgStream&, Params...)`; see context.h.
 
 #define TRACTOR_EXPOSE(module, function)                                          \
   static const ::tractor::_::Registration KJ_UNIQUE_NAME(tractorExposed_)(#module, \

@@ -66,6 +66,31 @@ kj::Promise<Value> Portal::resultValue() {
   return resultValue();
 }
 
+kj::Promise<void> Portal::openContextWith(
+    OpenContextRequest&& request, StreamOptions receiving,
+    kj::Function<kj::Promise<void>(Context&, Value)> block) {
+  auto& actor = Actor::current();
+  setWindow(request.getOptions().initWindow(), receiving);
+  auto ctx = kj::refcounted<Context>(Context::Side::CALLER, actor.id().clone(), state->id.clone(),
+                                     kj::mv(receiving));
+  request.setCaller(serveContext(*ctx));
+  return runCallerContext(kj::mv(ctx), request.send().ignoreResult(), kj::mv(block));
+}
+
+kj::Promise<void> Portal::openStreamWith(OpenContextRequest&& request,
+                                         kj::Function<kj::Promise<void>(MsgStream&)> block) {
+  auto consume = [block = kj::mv(block)](Context& ctx, Value) mutable {
+    return ctx.openStream([&block](MsgStream& stream) {
+      return block(stream).then([&stream]() -> kj::Promise<void> {
+        // Consumer-side close before the end: the remote function is cancelled.
+        if (stream.ended()) return kj::READY_NOW;
+        return stream.context().cancel();
+      });
+    });
+  };
+  return openContextWith(kj::mv(request), StreamOptions(), kj::mv(consume));
+}
+
 kj::Promise<bool> Portal::cancelActor(kj::Duration timeout, bool raiseOnTimeout) {
   auto& actor = Actor::current();
   auto peer = state->id.clone();

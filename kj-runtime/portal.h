@@ -48,6 +48,21 @@ void encodeCall(schema::Call::Builder call, kj::StringPtr module, kj::StringPtr 
   (void)list;
 }
 
+template <typename Tuple, size_t... I>
+void encodeCallFrom(schema::Call::Builder call, kj::StringPtr module, kj::StringPtr function,
+                    Tuple&& args, std::index_sequence<I...>) {
+  // `encodeCall` with the first elements of `args` (the last one is a block, not an argument).
+  encodeCall(call, module, function, std::get<I>(args)...);
+}
+
+template <typename ParamsTuple, typename ArgsTuple, size_t... I>
+constexpr bool argumentsFit(std::index_sequence<I...>) {
+  // The compile-time check of `Portal::run()` for the dialogue forms, whose arguments are
+  // followed by a block.
+  return (ARGUMENT_FITS<std::tuple_element_t<I, ParamsTuple>, std::tuple_element_t<I, ArgsTuple>> &&
+          ...);
+}
+
 template <typename T, typename Describe>
 T decodeResult(Value&& value, Describe&& what) {
   // `what()` names the call for the error message; it is only called on failure, so the happy
@@ -100,6 +115,34 @@ public:
 
   kj::Promise<bool> cancelActor(kj::Duration timeout = CANCEL_TIMEOUT,
                                 bool raiseOnTimeout = false);
+  // Asks the remote actor runtime to cancel all its tasks and shut down. Every context open
+  // with it (from any actor) ends with a ContextCancelled naming this actor as the canceller.
+
+  template <typename R, typename... Params, typename... ArgsAndBlock>
+  kj::Promise<void> openContext(R (*fn)(Context&, Params...), ArgsAndBlock&&... argsAndBlock);
+  template <typename R, typename... Params, typename... ArgsAndBlock>
+  kj::Promise<void> openContext(StreamOptions receiving, R (*fn)(Context&, Params...),
+                                ArgsAndBlock&&... argsAndBlock);
+  // Opens a context with the TRACTOR_CONTEXT function `fn` in the remote actor: the arguments,
+  // then the block, `block(Context& ctx, Value first)` returning `kj::Promise<void>` (or
+  // `Task<void>`), which runs once the callee called `started(first)`. Resolves when the block is
+  // done and the callee's task has ended; see context.h for the outcome rules. `receiving`
+  // applies to stream items that arrive before this side opens its stream.
+
+  template <typename... ArgsAndBlock>
+  kj::Promise<void> openContext(kj::StringPtr module, kj::StringPtr function,
+                                ArgsAndBlock&&... argsAndBlock);
+  // The same, addressed by name.
+
+  template <typename R, typename... Params, typename... ArgsAndBlock>
+  kj::Promise<void> openStreamFrom(R (*fn)(MsgStream&, Params...),
+                                   ArgsAndBlock&&... argsAndBlock);
+  template <typename... ArgsAndBlock>
+  kj::Promise<void> openStreamFrom(kj::StringPtr module, kj::StringPtr function,
+                                   ArgsAndBlock&&... argsAndBlock);
+  // Tractor's legacy one-way stream: runs the TRACTOR_STREAM function `fn` and gives its items to
+  // `block(MsgStream& stream)`. If the block returns before the stream ended, the remote function
+  // is cancelled (and the cancellation absorbed).
   // Asks the remote actor runtime to cancel all its tasks and shut down. Returns true once it
   // acknowledged; false if it was already gone or did not answer within `timeout` (or raises
   // `tractor::ActorTooSlowError` then, with `raiseOnTimeout`).
@@ -119,6 +162,16 @@ private:
   kj::Promise<Value> send(capnp::Request<schema::Actor::RunParams, schema::Actor::RunResults>&&
                               request);
   kj::Promise<Value> resultValue();
+
+  using OpenContextRequest =
+      capnp::Request<schema::Actor::OpenContextParams, schema::Actor::OpenContextResults>;
+  kj::Promise<void> openContextWith(OpenContextRequest&& request, StreamOptions receiving,
+                                    kj::Function<kj::Promise<void>(Context&, Value)> block);
+  kj::Promise<void> openStreamWith(OpenContextRequest&& request,
+                                   kj::Function<kj::Promise<void>(MsgStream&)> block);
+  template <bool STREAM_FROM, typename... ArgsAndBlock>
+  kj::Promise<void> openByName(kj::StringPtr module, kj::StringPtr function,
+                               StreamOptions receiving, ArgsAndBlock&&... argsAndBlock);
 
 public:
   // Copies share the state, which is mutable by design (the result cache).
@@ -167,6 +220,69 @@ kj::Promise<T> Portal::run(kj::StringPtr module, kj::StringPtr function, Args&&.
   return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
     return _::decodeResult<T>(kj::mv(v), [&what]() { return kj::str(what); });
   });
+}
+
+template <typename R, typename... Params, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openContext(R (*fn)(Context&, Params...),
+                                      ArgsAndBlock&&... argsAndBlock) {
+  return openContext(StreamOptions(), fn, kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <typename R, typename... Params, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openContext(StreamOptions receiving, R (*fn)(Context&, Params...),
+                                      ArgsAndBlock&&... argsAndBlock) {
+  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
+                "openContext(fn, args..., block): wrong number of arguments");
+  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
+                    std::index_sequence_for<Params...>()),
+                "an argument does not convert to the function's parameter type");
+  const FunctionInfo& info = requireExposed(fn);
+  return openByName<false>(info.module, info.name, kj::mv(receiving),
+                           kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <typename... ArgsAndBlock>
+kj::Promise<void> Portal::openContext(kj::StringPtr module, kj::StringPtr function,
+                                      ArgsAndBlock&&... argsAndBlock) {
+  return openByName<false>(module, function, StreamOptions(),
+                           kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <typename R, typename... Params, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openStreamFrom(R (*fn)(MsgStream&, Params...),
+                                         ArgsAndBlock&&... argsAndBlock) {
+  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
+                "openStreamFrom(fn, args..., block): wrong number of arguments");
+  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
+                    std::index_sequence_for<Params...>()),
+                "an argument does not convert to the function's parameter type");
+  const FunctionInfo& info = requireExposed(fn);
+  return openByName<true>(info.module, info.name, StreamOptions(),
+                          kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <typename... ArgsAndBlock>
+kj::Promise<void> Portal::openStreamFrom(kj::StringPtr module, kj::StringPtr function,
+                                         ArgsAndBlock&&... argsAndBlock) {
+  return openByName<true>(module, function, StreamOptions(),
+                          kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <bool STREAM_FROM, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openByName(kj::StringPtr module, kj::StringPtr function,
+                                     StreamOptions receiving, ArgsAndBlock&&... argsAndBlock) {
+  static_assert(sizeof...(ArgsAndBlock) >= 1, "the last argument must be the block");
+  constexpr size_t ARGS = sizeof...(ArgsAndBlock) - 1;
+  auto all = std::forward_as_tuple(kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+  auto request = state->capability.openContextRequest();
+  _::encodeCallFrom(request.initCall(), module, function, all, std::make_index_sequence<ARGS>());
+  auto&& block = std::get<ARGS>(all);
+  if constexpr (STREAM_FROM) {
+    request.initOptions().setKind(schema::DialogueKind::STREAM_FROM);
+    return openStreamWith(kj::mv(request), kj::fwd<decltype(block)>(block));
+  } else {
+    return openContextWith(kj::mv(request), kj::mv(receiving), kj::fwd<decltype(block)>(block));
+  }
 }
 
 template <typename T>

@@ -39,6 +39,10 @@ struct Error {
   # The stack (KJ trace, symbolized where possible) at the source.
   kjType @6 :UInt8;
   # The kj::Exception::Type at the source (FAILED, OVERLOADED, DISCONNECTED, UNIMPLEMENTED).
+  canceller @7 :ActorId;
+  # ContextCancelled only: the actor that asked for the cancellation.
+  sender @8 :ActorId;
+  # StreamOverrun only: the actor whose stream items overran the receiver.
 }
 
 struct Outcome {
@@ -89,4 +93,60 @@ interface Actor {
   # root adopts it, and this record is how the root tells it from a process its user started.
   descendantReaped @6 (pid :UInt32) -> ();
   # That process was reaped by its parent; the root forgets it (its pid may be reused).
+
+  openContext @7 (call :Call, caller :ContextPeer, options :ContextOptions) -> ();
+  # Starts a context function (or a legacy stream function) as a task linked to the caller's.
+  # Everything the task says goes to `caller`: `started`, stream items, `stop` and, last,
+  # `finish` with its outcome; the call returns once `finish` was delivered. Dropping the call
+  # (the caller's scope was cancelled, or the connection was lost) cancels the task.
+}
+
+struct ContextOptions {
+  kind @0 :DialogueKind;
+  # What the caller expects the function to be; a mismatch is refused with a clear error.
+  window @1 :ReceiveWindow;
+  # How the caller receives stream items: the callee sizes its batches by it.
+}
+
+struct ReceiveWindow {
+  # How one side of a context receives stream items, as its peer's sender needs to know.
+  capacity @0 :UInt32;
+  # The receive buffer, in items.
+  allowOverruns @1 :Bool;
+  # Whether a batch arriving at a full buffer is queued (and the sender stalled) rather than
+  # refused with StreamOverrun.
+}
+
+enum DialogueKind {
+  context @0;
+  # `Portal::openContext`: a TRACTOR_CONTEXT function.
+  streamFrom @1;
+  # `Portal::openStreamFrom`: a TRACTOR_STREAM function, which only yields items.
+}
+
+interface ContextPeer {
+  # One side of an open context, as the other side sees it. Every message from one side to the
+  # other is a call on the other side's ContextPeer, so Cap'n Proto's per-capability ordering
+  # keeps them in the order they were sent: `started` before any item, items before `stop`,
+  # everything before `finish`.
+
+  started @0 (value :Payload.Value, callee :ContextPeer, window :ReceiveWindow) -> ();
+  # Callee to caller, once: the first value, the capability the caller talks to from now on, and
+  # how the callee receives.
+
+  send @1 (items :List(Payload.Value)) -> (overrun :Error, window :ReceiveWindow);
+  # A batch of stream items, in order. The receiver answers once the batch is queued, with how
+  # it receives now. `overrun` is set, and the batch refused, when its buffer was full and
+  # overruns are not allowed; every later batch is refused too, so that the receiver never sees
+  # a gap.
+
+  stop @2 () -> ();
+  # The sender closed its stream: no more items follow.
+
+  finish @3 (outcome :Outcome) -> ();
+  # Callee to caller, last: the task's result or error.
+
+  cancel @4 () -> ();
+  # Caller to callee: cancel the task (`Context::cancel()`); answered once it is cancelled. The
+  # callee knows who asks: the peer that opened the context.
 }

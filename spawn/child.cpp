@@ -63,7 +63,7 @@ int childMain() {
       TRACTOR_LOG(RUNTIME, "parent connection closed");
       // Whatever still runs was started over that connection: cancel it and tear down our own
       // children before exiting.
-      signo = actor.cancel("the closing of the parent connection")
+      signo = actor.cancel(actor.id())
                   .then([]() { return 0; })
                   .exclusiveJoin(terminated.addBranch())
                   .wait(io.waitScope);

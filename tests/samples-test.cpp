@@ -82,4 +82,8 @@ TEST_SUITE("multiproc") {
   TEST_CASE("sample worker_pool computes primes in a pool of actors") {
     checkSample("worker_pool");
   }
+  TEST_CASE("sample ping_pong streams both ways through a context") { checkSample("ping_pong"); }
+  TEST_CASE("sample fan_out broadcasts one stream to three local consumers") {
+    checkSample("fan_out");
+  }
 }

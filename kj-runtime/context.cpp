@@ -1,0 +1,597 @@
+// Contexts and message streams. See context.h.
+
+#if defined(__GNUC__) && !defined(__clang__)
+// g++ 12 sees kj::Promise<kj::Maybe<Value>> built from a value as possibly reading an
+// uninitialised flag inside kj::heap (a false positive in KJ's headers, hence before them).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "kj-runtime/context.h"
+
+#include <kj/debug.h>
+#include "kj-runtime/actor.h"
+#include "kj-runtime/broadcast.h"
+#include "kj-runtime/log.h"
+
+namespace tractor {
+
+namespace {
+
+constexpr uint MAX_BATCHES_IN_FLIGHT = 2;
+constexpr uint64_t MAX_BATCH_WORDS = 16 * 1024;
+constexpr size_t MAX_BATCH_ITEMS = 4096;
+// A batch stops growing past 128 KiB or 4096 items (and at half the receiver's buffer, unless it
+// allows overruns).
+constexpr size_t SEND_QUEUE_LIMIT = 1024;
+// Items `send()` queues locally (behind the batch in flight) before it waits.
+constexpr kj::Duration FINISH_TIMEOUT = 1 * kj::SECONDS;
+// How long the callee's runtime waits for the caller to take its outcome.
+
+kj::Exception contextError(kj::StringPtr message) { return typedError(CONTEXT_ERROR, message); }
+
+void fulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiters) {
+  auto waiting = kj::mv(waiters);
+  for (auto& w: waiting) w->fulfill();
+}
+
+}  // namespace
+
+// =======================================================================================
+// The capability a peer talks to
+
+class Context::PeerServer final: public schema::ContextPeer::Server {
+  // One side's end of the dialogue as the other side sees it. Holds its context alive for as
+  // long as the peer holds the capability; messages arriving after the side's scope ended are
+  // ignored.
+public:
+  explicit PeerServer(kj::Own<Context> ctx): ctx(kj::mv(ctx)) {}
+
+  kj::Promise<void> started(StartedContext call) override {
+    auto params = call.getParams();
+    ctx->peerStarted(Value(params.getValue()), params.getCallee(), params.getWindow());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> send(SendContext call) override {
+    kj::Promise<void> stall = kj::READY_NOW;
+    ctx->deliver(call.getParams().getItems(), call.getResults(), stall);
+    return stall;
+  }
+
+  kj::Promise<void> stop(StopContext) override {
+    ctx->peerStopped();
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> finish(FinishContext call) override {
+    auto outcome = call.getParams().getOutcome();
+    if (ctx->side_ != Side::CALLER) return kj::READY_NOW;  // only a callee finishes
+    if (outcome.isError()) {
+      ctx->setOutcome(unboxError(outcome.getError()));
+    } else {
+      ctx->setOutcome(Value(outcome.getValue()));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> cancel(CancelContext) override {
+    if (ctx->side_ == Side::CALLEE) ctx->cancelTask(ctx->peerId, "its caller");
+    return kj::READY_NOW;
+  }
+
+private:
+  kj::Own<Context> ctx;
+};
+
+schema::ContextPeer::Client Context::serve() { return kj::heap<PeerServer>(kj::addRef(*this)); }
+
+schema::ContextPeer::Client serveContext(Context& ctx) { return ctx.serve(); }
+
+void setWindow(schema::ReceiveWindow::Builder builder, const StreamOptions& receiving) {
+  builder.setCapacity(receiving.bufferSize);
+  builder.setAllowOverruns(receiving.allowOverruns);
+}
+
+StreamOptions windowOptions(schema::ReceiveWindow::Reader window) {
+  StreamOptions options;
+  if (window.getCapacity() > 0) options.bufferSize = window.getCapacity();
+  options.allowOverruns = window.getAllowOverruns();
+  return options;
+}
+
+// =======================================================================================
+// Context
+
+Context::Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
+                 StreamOptions peerReceiving)
+    : side_(side), self(kj::mv(self)), peerId(kj::mv(peer)), stream(*this),
+      receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)), tasks(logErrors) {}
+
+Context::~Context() noexcept(false) {}
+
+void Context::LogErrors::taskFailed(kj::Exception&& e) {
+  TRACTOR_LOG(DEBUG, "context message failed: ", e.getDescription());
+}
+
+kj::Maybe<const ActorId&> Context::canceller() const {
+  KJ_IF_MAYBE(c, canceller_) {
+    return *c;
+  }
+  return nullptr;
+}
+
+kj::Maybe<const Context::Outcome&> Context::outcome() const {
+  KJ_IF_MAYBE(o, outcome_) {
+    return *o;
+  }
+  return nullptr;
+}
+
+bool Context::isOwnCancel(const kj::Exception& e) const {
+  if (!cancelCalled_) return false;
+  KJ_IF_MAYBE(c, cancellerOf(e)) {
+    return *c == self;
+  }
+  return false;
+}
+
+bool Context::isRequestedHere(const kj::Exception& e) const {
+  // A cancellation this actor asked for, with `cancel()` or through `Portal::cancelActor()`: the
+  // block goes on (it learns at the scope's exit, or from the stream).
+  KJ_IF_MAYBE(c, cancellerOf(e)) {
+    return *c == self;
+  }
+  return false;
+}
+
+kj::Exception Context::notOpen(kj::StringPtr what) const {
+  return contextError(kj::str(what, " a stream that is not open: use it inside the block of "
+                                    "Context::openStream()"));
+}
+
+kj::Promise<void> Context::started(Value value) {
+  if (side_ != Side::CALLEE) {
+    return contextError("started() is for the callee; the caller gets the first value as the "
+                        "second argument of its block");
+  }
+  if (startedCalled) return contextError("started() was already called in this context");
+  startedCalled = true;
+  auto request = KJ_ASSERT_NONNULL(peerCap).startedRequest();
+  request.setValue(value.reader());
+  request.setCallee(serve());
+  setWindow(request.initWindow(), receiving);
+  return request.send().then(
+      [](auto&&) -> kj::Promise<void> { return kj::READY_NOW; },
+      [peer = peerId.clone()](kj::Exception&& e) -> kj::Promise<void> {
+        return transportError(e, peer);
+      });
+}
+
+kj::Promise<void> Context::openStream(kj::Function<kj::Promise<void>(MsgStream&)> block) {
+  return openStream(kj::cp(receiving), kj::mv(block));
+}
+
+kj::Promise<void> Context::openStream(StreamOptions options,
+                                      kj::Function<kj::Promise<void>(MsgStream&)> block) {
+  if (side_ == Side::CALLEE && !startedCalled) {
+    return contextError("openStream() before started(): the callee must call started() first");
+  }
+  if (streamOpened) return contextError("a context's stream cannot be reopened");
+  KJ_REQUIRE(options.bufferSize > 0, "a stream's buffer size must be at least 1");
+  streamOpened = true;
+  streamOpen = true;
+  receiving = kj::mv(options);
+  if (inbox.size() < receiving.bufferSize) fulfillAll(stalledSenders);
+  auto body = kj::evalNow([&]() { return block(stream); });
+  // The block (a coroutine lambda's captures, say) lives until its promise is done.
+  return body
+      .then([this, block = kj::mv(block)]() -> kj::Promise<void> { return closeStream(); },
+            [this](kj::Exception&& e) -> kj::Promise<void> {
+              // The dialogue ends with this error; the queued items go nowhere.
+              localClosed = true;
+              outbox.clear();
+              return kj::mv(e);
+            })
+      .then([this]() { streamOpen = false; },
+            [this](kj::Exception&& e) {
+              streamOpen = false;
+              kj::throwFatalException(kj::mv(e));
+            });
+}
+
+kj::Promise<void> Context::cancel(kj::Duration timeout) {
+  cancelCalled_ = true;
+  if (outcome_ != nullptr) return kj::READY_NOW;  // the task is over: nothing to cancel
+  if (side_ == Side::CALLEE) {
+    // Usually called from the task itself, which cannot be destroyed while it runs: the
+    // cancellation lands at its next suspension point.
+    tasks.add(kj::evalLater([this]() { cancelTask(self, "itself"); }));
+    return kj::READY_NOW;
+  }
+  KJ_IF_MAYBE(peer, peerCap) {
+    TRACTOR_LOG(RUNTIME, "cancelling the context task in ", peerId.toString());
+    auto acked = peer->cancelRequest().send().then(
+        [](auto&&) {},
+        [](kj::Exception&& e) {
+          TRACTOR_LOG(DEBUG, "context cancel not delivered: ", e.getDescription());
+        });
+    auto tooSlow = Actor::current().timer().afterDelay(timeout).then(
+        [peer = peerId.clone(), timeout]() {
+          TRACTOR_LOG(WARNING, "the context task in ", peer.toString(), " may have failed to "
+                      "cancel: no acknowledgement within ", timeout);
+        });
+    return shield(acked.exclusiveJoin(kj::mv(tooSlow)));
+  }
+  // Not started yet: dropping the call cancels the task.
+  call = nullptr;
+  setOutcome(contextCancelled(peerId, self, "cancelled by its caller before it started"));
+  return kj::READY_NOW;
+}
+
+void Context::cancelTask(const ActorId& requester, kj::StringPtr who) {
+  if (outcome_ != nullptr) return;  // already over: a real outcome is never replaced
+  canceller_ = requester.clone();
+  TRACTOR_LOG(RUNTIME, "context task cancelled by ", who, " (", requester.toString(), ')');
+  taskCanceler.cancel(contextCancelled(
+      self, requester, kj::str("the context task in ", self.toString(), " was cancelled by ", who,
+                               ' ', requester.toString())));
+}
+
+kj::Promise<Value> Context::waitForResult() {
+  if (side_ != Side::CALLER) return contextError("waitForResult() is for the caller");
+  return whenFinished().then([this]() -> kj::Promise<Value> {
+    auto& o = KJ_ASSERT_NONNULL(outcome_);
+    if (o.is<Value>()) return o.get<Value>().clone();
+    auto& e = o.get<kj::Exception>();
+    if (isOwnCancel(e)) return Value();
+    return kj::cp(e);
+  });
+}
+
+// ---- the dialogue's start and end -------------------------------------------------------
+
+void Context::peerStarted(Value value, schema::ContextPeer::Client callee,
+                          schema::ReceiveWindow::Reader window) {
+  if (side_ != Side::CALLER || scopeDone || peerCap != nullptr) return;
+  peerCap = kj::mv(callee);
+  peerReceiving = windowOptions(window);
+  KJ_IF_MAYBE(w, startedWaiter) {
+    (*w)->fulfill(kj::mv(value));
+    startedWaiter = nullptr;
+  } else {
+    firstValue = kj::mv(value);
+  }
+}
+
+kj::Promise<Value> Context::whenStarted() {
+  KJ_IF_MAYBE(v, firstValue) {
+    auto value = kj::mv(*v);
+    firstValue = nullptr;
+    return kj::mv(value);
+  }
+  KJ_IF_MAYBE(o, outcome_) {
+    if (o->is<kj::Exception>()) return kj::cp(o->get<kj::Exception>());
+    return contextError(kj::str("the context function in ", peerId.toString(),
+                                " returned without calling started()"));
+  }
+  auto paf = kj::newPromiseAndFulfiller<Value>();
+  startedWaiter = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+void Context::setOutcome(Outcome outcome) {
+  if (outcome_ != nullptr || scopeDone) return;  // the first outcome stands
+  if (outcome.is<kj::Exception>()) canceller_ = cancellerOf(outcome.get<kj::Exception>());
+  auto& o = outcome_.emplace(kj::mv(outcome));
+  peerEnded = true;
+  KJ_IF_MAYBE(w, startedWaiter) {
+    if (o.is<kj::Exception>()) {
+      (*w)->reject(kj::cp(o.get<kj::Exception>()));
+    } else {
+      (*w)->reject(contextError(kj::str("the context function in ", peerId.toString(),
+                                        " returned without calling started()")));
+    }
+    startedWaiter = nullptr;
+  }
+  wakeReceiver();
+  fulfillAll(outcomeWaiters);
+  fulfillAll(outboxWaiters);
+  if (o.is<kj::Exception>() && !isRequestedHere(o.get<kj::Exception>())) {
+    // After everything else this set off, so that a block waiting in `receive()` sees the error
+    // itself rather than being cancelled.
+    tasks.add(kj::evalLast([this]() {
+      KJ_IF_MAYBE(w, failureWatcher) {
+        (*w)->reject(kj::cp(KJ_ASSERT_NONNULL(outcome_).get<kj::Exception>()));
+        failureWatcher = nullptr;
+      }
+    }));
+  }
+}
+
+kj::Promise<void> Context::whenFailed() {
+  // Never resolves; rejects with the dialogue's error (see setOutcome).
+  KJ_IF_MAYBE(o, outcome_) {
+    if (o->is<kj::Exception>() && !isRequestedHere(o->get<kj::Exception>())) {
+      return kj::cp(o->get<kj::Exception>());
+    }
+    return kj::NEVER_DONE;
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  failureWatcher = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> Context::whenFinished() {
+  // Whatever still arrives on the stream is of no interest now.
+  draining = true;
+  inbox.clear();
+  fulfillAll(stalledSenders);
+  if (outcome_ != nullptr) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  outcomeWaiters.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void Context::endScope() {
+  scopeDone = true;
+  inbox.clear();
+  outbox.clear();
+  fulfillAll(stalledSenders);
+  // Caller: cancels the callee's task if it still runs (the caller's scope was cancelled).
+  call = nullptr;
+  peerCap = nullptr;
+}
+
+Task<void> Context::exitScope(kj::Maybe<kj::Exception> blockError) {
+  KJ_IF_MAYBE(e, blockError) {
+    if (isOwnCancel(*e)) co_return;
+    if (outcome_ == nullptr) {
+      // The block failed on its own: the callee's task must not outlive it.
+      co_await cancel();
+    }
+    kj::throwFatalException(kj::mv(*e));
+  }
+  co_await whenFinished();
+  auto& o = KJ_ASSERT_NONNULL(outcome_);
+  if (o.is<kj::Exception>() && !isOwnCancel(o.get<kj::Exception>())) {
+    kj::throwFatalException(kj::cp(o.get<kj::Exception>()));
+  }
+}
+
+// ---- receiving -------------------------------------------------------------------------
+
+void Context::deliver(capnp::List<schema::Value>::Reader items,
+                      schema::ContextPeer::SendResults::Builder results,
+                      kj::Promise<void>& stall) {
+  // Ignored: after this side's scope, after its stream closed, while draining for the result.
+  if (scopeDone || draining || localClosed || (streamOpened && !streamOpen)) return;
+  setWindow(results.initWindow(), receiving);
+  if (refusing || inbox.size() >= receiving.bufferSize) {
+    if (refusing || !receiving.allowOverruns) {
+      refusing = true;
+      auto why = streamOpened
+          ? kj::str("the receiver ", self.toString(), " does not keep up: its stream buffer of ",
+                    receiving.bufferSize, " items is full")
+          : kj::str("the receiver ", self.toString(), " never opened its stream and its "
+                    "context buffer of ", receiving.bufferSize, " items is full");
+      TRACTOR_LOG(WARNING, "stream overrun by ", peerId.toString(), ": ", why);
+      boxError(results.initOverrun(),
+               streamOverrun(self, peerId, kj::str(why, "; ", items.size(),
+                                                   " items from ", peerId.toString(),
+                                                   " were refused")),
+               self);
+      return;
+    }
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    stalledSenders.add(kj::mv(paf.fulfiller));
+    stall = kj::mv(paf.promise);
+  }
+  for (auto item: items) inbox.push_back(Value(item));
+  wakeReceiver();
+}
+
+void Context::peerStopped() {
+  if (scopeDone) return;
+  peerEnded = true;
+  wakeReceiver();
+}
+
+void Context::wakeReceiver() {
+  KJ_IF_MAYBE(w, inboxWaiter) {
+    auto waiter = kj::mv(*w);
+    inboxWaiter = nullptr;
+    waiter->fulfill();
+  }
+}
+
+kj::Promise<kj::Maybe<Value>> Context::receiveItem() {
+  if (!streamOpen) return notOpen("receive from");
+  if (localClosed) return typedError(STREAM_CLOSED, "receive from a stream this side closed");
+  if (!inbox.empty()) {
+    kj::Maybe<Value> item = kj::mv(inbox.front());
+    inbox.pop_front();
+    if (inbox.size() < receiving.bufferSize) fulfillAll(stalledSenders);
+    return kj::mv(item);
+  }
+  KJ_IF_MAYBE(o, outcome_) {
+    if (o->is<kj::Exception>()) return kj::cp(o->get<kj::Exception>());
+  }
+  if (peerEnded) {
+    if (!endReported) {
+      endReported = true;
+      return kj::Maybe<Value>(nullptr);
+    }
+    return typedError(END_OF_STREAM, kj::str("the stream from ", peerId.toString(),
+                                             " has ended"));
+  }
+  if (inboxWaiter != nullptr) {
+    return contextError("two tasks receive from one stream at once: give each a "
+                        "MsgStream::subscribe()");
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  inboxWaiter = kj::mv(paf.fulfiller);
+  return paf.promise.then([this]() { return receiveItem(); });
+}
+
+// ---- sending ---------------------------------------------------------------------------
+
+kj::Promise<void> Context::sendItem(Value item) {
+  if (!streamOpen) return notOpen("send on");
+  if (localClosed) return typedError(STREAM_CLOSED, "send on a stream this side closed");
+  KJ_IF_MAYBE(e, sendError) {
+    return kj::cp(*e);
+  }
+  KJ_IF_MAYBE(o, outcome_) {
+    if (o->is<kj::Exception>()) return kj::cp(o->get<kj::Exception>());
+  }
+  if (peerEnded) {
+    return typedError(END_OF_STREAM, kj::str("send after ", peerId.toString(),
+                                             " ended its side of the stream"));
+  }
+  outbox.push_back(kj::mv(item));
+  flush();
+  if (outbox.size() < SEND_QUEUE_LIMIT) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  outboxWaiters.add(kj::mv(paf.fulfiller));
+  return paf.promise.then([this]() -> kj::Promise<void> {
+    KJ_IF_MAYBE(e, sendError) {
+      return kj::cp(*e);
+    }
+    return kj::READY_NOW;
+  });
+}
+
+void Context::flush() {
+  while (batchesInFlight < MAX_BATCHES_IN_FLIGHT && !outbox.empty() && sendError == nullptr) {
+    if (peerCap == nullptr) break;
+    auto& peer = KJ_ASSERT_NONNULL(peerCap);
+    size_t limit = peerReceiving.allowOverruns ? MAX_BATCH_ITEMS
+                                               : kj::max(1u, peerReceiving.bufferSize / 2);
+    size_t count = 0;
+    uint64_t words = 0;
+    while (count < outbox.size() && count < limit && words < MAX_BATCH_WORDS) {
+      words += outbox[count++].reader().totalSize().wordCount;
+    }
+    auto request = peer.sendRequest(capnp::MessageSize{words + count * 4 + 16, 0});
+    auto items = request.initItems(count);
+    for (uint i = 0; i < count; i++) items.setWithCaveats(i, outbox[i].reader());
+    outbox.erase(outbox.begin(), outbox.begin() + count);
+    ++batchesInFlight;
+    tasks.add(request.send().then(
+        [this](capnp::Response<schema::ContextPeer::SendResults>&& response) {
+          --batchesInFlight;
+          if (response.hasOverrun()) {
+            if (sendError == nullptr) sendError = unboxError(response.getOverrun());
+          } else if (response.hasWindow()) {
+            peerReceiving = windowOptions(response.getWindow());
+          }
+          flush();
+          fulfillAll(outboxWaiters);
+        },
+        [this](kj::Exception&& e) {
+          --batchesInFlight;
+          if (sendError == nullptr) sendError = transportError(e, peerId);
+          fulfillAll(outboxWaiters);
+        }));
+  }
+  fulfillAll(outboxWaiters);
+}
+
+Task<void> Context::closeStream() {
+  if (localClosed) co_return;
+  localClosed = true;
+  while ((!outbox.empty() || batchesInFlight > 0) && sendError == nullptr && peerCap != nullptr) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    outboxWaiters.add(kj::mv(paf.fulfiller));
+    co_await kj::mv(paf.promise);
+  }
+  KJ_IF_MAYBE(e, sendError) {
+    kj::throwFatalException(kj::cp(*e));
+  }
+  if (outcome_ == nullptr) {
+    KJ_IF_MAYBE(peer, peerCap) {
+      tasks.add(peer->stopRequest().send().ignoreResult());
+    }
+  }
+}
+
+// =======================================================================================
+// MsgStream
+
+kj::Promise<void> MsgStream::send(Value item) { return ctx.sendItem(kj::mv(item)); }
+
+kj::Promise<kj::Maybe<Value>> MsgStream::receive() {
+  if (ownSubscription.get() != nullptr) return ownSubscription->receive();
+  return ctx.receiveItem();
+}
+
+kj::Promise<void> MsgStream::close() { return ctx.closeStream(); }
+
+bool MsgStream::closed() const { return ctx.localClosed; }
+
+bool MsgStream::ended() const { return ctx.peerEnded; }
+
+Context& MsgStream::context() { return ctx; }
+
+// =======================================================================================
+// The two sides' runners
+
+Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
+                            kj::Function<kj::Promise<void>(Context&, Value)> block) {
+  auto& c = *ctx;
+  KJ_DEFER(c.endScope());
+  // Owned by the context, so `c` outlives it.
+  c.call = call.then([]() {},
+                     [&c](kj::Exception&& e) { c.setOutcome(transportError(e, c.peerId)); })
+               .eagerlyEvaluate(nullptr);
+  Value first = co_await c.whenStarted();
+  auto blockError = co_await kj::evalNow([&]() { return block(c, kj::mv(first)); })
+                        .exclusiveJoin(c.whenFailed())
+                        .then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
+                              [](kj::Exception&& e) -> kj::Maybe<kj::Exception> {
+                                return kj::mv(e);
+                              });
+  co_await c.exitScope(kj::mv(blockError));
+}
+
+kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Client caller,
+                                   kj::Function<kj::Promise<Value>(Context&)> start) {
+  auto& c = *ctx;
+  c.peerCap = caller;
+  auto task = c.taskCanceler.wrap(kj::evalNow([&]() { return start(c); }));
+  return task
+      .then([start = kj::mv(start)](Value&& v) -> Context::Outcome { return kj::mv(v); },
+            [](kj::Exception&& e) -> Context::Outcome { return kj::mv(e); })
+      .then([ctx = kj::mv(ctx), caller = kj::mv(caller)](Context::Outcome&& outcome) mutable {
+        auto request = caller.finishRequest();
+        if (outcome.is<Value>()) {
+          request.initOutcome().setValue(outcome.get<Value>().reader());
+        } else {
+          auto& e = outcome.get<kj::Exception>();
+          TRACTOR_LOG(DEBUG, "context task for ", ctx->peerId.toString(), " failed: ",
+                      e.getDescription());
+          boxError(request.initOutcome().initError(), e, ctx->self);
+        }
+        ctx->outcome_ = kj::mv(outcome);
+        ctx->endScope();
+        // Delivered even when the actor is being cancelled: its cancel waits for this.
+        auto tooSlow = Actor::current().timer().afterDelay(FINISH_TIMEOUT).then(
+            [peer = ctx->peerId.clone()]() {
+              TRACTOR_LOG(WARNING, "the outcome of a context was not taken by ",
+                          peer.toString(), " within ", FINISH_TIMEOUT);
+            });
+        auto delivered = request.send().ignoreResult().catch_([](kj::Exception&& e) {
+          TRACTOR_LOG(DEBUG, "the outcome of a context was not delivered: ", e.getDescription());
+        });
+        return shield(delivered.exclusiveJoin(kj::mv(tooSlow)));
+      });
+}
+
+kj::Promise<Value> _::runStreamFunction(Context& ctx,
+                                        kj::Function<kj::Promise<void>(MsgStream&)> body) {
+  return ctx.started()
+      .then([&ctx, body = kj::mv(body)]() mutable { return ctx.openStream(kj::mv(body)); })
+      .then([]() { return Value(); });
+}
+
+}  // namespace tractor

@@ -1,0 +1,334 @@
+// Contexts: a task in one actor and a task in another, started together, their cancellation
+// linked across the process boundary, optionally streaming in both directions, ending with one
+// result or one error (tractor's `Context` and `MsgStream`).
+//
+// The callee is a function registered with TRACTOR_CONTEXT (module.h) taking a `Context&`:
+//
+//     Task<int64_t> counter(tractor::Context& ctx, int64_t start) {
+//       co_await ctx.started(start);
+//       co_await ctx.openStream([&](tractor::MsgStream& stream) -> Task<void> {
+//         for (;;) {
+//           kj::Maybe<int64_t> item = co_await stream.receive<int64_t>();
+//           KJ_IF_MAYBE(i, item) {
+//             co_await stream.send(*i + 1);
+//           } else {
+//             break;  // the caller closed its side
+//           }
+//         }
+//       });
+//       co_return 42;
+//     }
+//     TRACTOR_CONTEXT(demo, counter);
+//
+// The caller opens it through a Portal; its block runs once the callee called `started()`, and
+// the scope waits for the callee's outcome when the block is done:
+//
+//     co_await portal.openContext(counter, 1, [&](Context& ctx, Value first) -> Task<void> {
+//       co_await ctx.openStream([&](MsgStream& stream) -> Task<void> { ... });
+//       auto result = co_await ctx.waitForResult<int64_t>();
+//     });
+//
+// Outcome rules (as tractor's):
+// - A `ContextCancelled` this side asked for with `cancel()` is absorbed when the caller's scope
+//   exits; one asked for by anyone else (the callee itself, the callee's parent through
+//   `Portal::cancelActor()`, a third actor) is raised, and `RemoteActorError::canceller` names
+//   who asked.
+// - A real error from the callee is never masked by a cancellation that follows it.
+// - When the caller's block fails, the callee is cancelled and the block's error raised.
+// - When the dialogue ends with an error (the callee failed, it was cancelled at the request of
+//   another actor, the connection was lost), the caller's block is cancelled if it did not
+//   notice itself, and the error raised: a block never outlives its callee's failure. A
+//   cancellation this actor asked for (`cancel()`, `Portal::cancelActor()`) lets the block go
+//   on.
+// - A lost connection ends the dialogue with `tractor::TransportClosed` on the side that
+//   notices, and cancels the callee's task.
+//
+// Streams have flow control: a sender keeps at most two batches of items in flight and
+// coalesces what it queues meanwhile into the next batch (a lone item goes out at once); a batch
+// holds at most half the receiver's buffer, so that a receiver that keeps up is never overrun,
+// or, when the receiver allows overruns, up to 128 KiB. A receiver
+// queues up to its buffer size; a batch arriving at a full buffer is refused with
+// `tractor::StreamOverrun`, raised at the sender's next send and naming the sender, unless the
+// receiver allows overruns: then it queues the batch and holds back its acknowledgement until
+// it has room again, which stalls the sender. Items that arrive before the receiver opened its
+// stream wait in the context's buffer under the same rule. Nothing is dropped silently.
+
+#pragma once
+
+#include <kj/async.h>
+#include <kj/function.h>
+#include <kj/one-of.h>
+#include <kj/refcount.h>
+#include <kj/time.h>
+#include <deque>
+#include "kj-runtime/errors.h"
+#include "kj-runtime/payload.h"
+#include "schema/actor.capnp.h"
+
+namespace tractor {
+
+constexpr uint DEFAULT_MSG_BUFFER_SIZE = 64;
+// Items a context or stream receiver queues before a further batch overruns it (tractor's
+// `Actor.msg_buffer_size`).
+constexpr kj::Duration CONTEXT_CANCEL_TIMEOUT = 616 * kj::MILLISECONDS;
+// How long the caller's `Context::cancel()` waits for the callee to acknowledge.
+
+struct StreamOptions {
+  // How the receiving side of a context or stream treats items that arrive faster than they are
+  // read. Chain the setters (also inside coroutines):
+  //
+  //     ctx.openStream(StreamOptions().withOverruns().withBufferSize(256), block)
+
+  bool allowOverruns = false;
+  // False: a batch arriving at a full buffer is refused and the sender gets StreamOverrun.
+  // True: it is queued and the sender is stalled until there is room.
+  uint bufferSize = DEFAULT_MSG_BUFFER_SIZE;
+
+  StreamOptions&& withOverruns(bool allow = true) && {
+    allowOverruns = allow;
+    return kj::mv(*this);
+  }
+  StreamOptions&& withBufferSize(uint size) && {
+    bufferSize = size;
+    return kj::mv(*this);
+  }
+};
+
+class Context;
+class Subscription;
+
+class MsgStream {
+  // One side of a context's bidirectional stream; owned by its Context and valid inside the
+  // `openStream()` block. Items are dynamic `Value`s; the templates convert with the payload
+  // codecs.
+public:
+  ~MsgStream() noexcept(false);
+  KJ_DISALLOW_COPY(MsgStream);
+
+  kj::Promise<void> send(Value item);
+  template <typename T>
+  kj::Promise<void> send(const T& item) { return send(Value::of(item)); }
+  // Queues `item` for the peer. Resolves at once unless the local send queue is full (then once
+  // it drained). Raises StreamOverrun if the peer refused an earlier batch, EndOfStream if the
+  // peer ended its side (or its task), StreamClosed after `close()`, TransportClosed when the
+  // connection is gone.
+
+  kj::Promise<kj::Maybe<Value>> receive();
+  template <typename T>
+  kj::Promise<kj::Maybe<T>> receive();
+  // The next item; null once the peer ended its side (closed its stream, or the callee's task
+  // returned); a further `receive()` raises EndOfStream. Raises the callee's error (or the
+  // ContextCancelled) when its task failed, after the items it sent before.
+
+  bool ended() const;
+  // True once the peer ended its side (its stream closed, or its task finished).
+
+  kj::Promise<void> close();
+  // Ends this side: waits until every queued item was accepted by the peer (raising
+  // StreamOverrun if one was refused), then tells the peer. Idempotent; `openStream()` calls it
+  // when its block returns.
+  bool closed() const;
+
+  kj::Own<Subscription> subscribe();
+  // Broadcast: each subscription receives every item that arrives from now on, so several local
+  // tasks can consume one stream. Irreversible: afterwards `receive()` also reads through a
+  // subscription of its own. A subscription more than the stream's buffer size behind the
+  // newest item gets Lagged (see broadcast.h).
+
+  Context& context();
+
+private:
+  explicit MsgStream(Context& ctx);
+  Context& ctx;
+  kj::Own<Subscription> ownSubscription;
+  // Null until `subscribe()` (a Maybe would need Subscription complete here).
+  friend class Context;
+};
+
+class Context final: public kj::Refcounted {
+  // One side of a context dialogue. The runtime owns it; user code gets a reference that is
+  // valid inside the context function (callee) or the `openContext()` block (caller).
+public:
+  enum class Side: uint8_t { CALLER, CALLEE };
+
+  Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
+          StreamOptions peerReceiving = StreamOptions());
+  // Made by the runtime. `receiving` applies to items from the peer; `peerReceiving` is how the
+  // peer receives, as far as known.
+  ~Context() noexcept(false);
+  KJ_DISALLOW_COPY(Context);
+
+  Side side() const { return side_; }
+  const ActorId& peer() const { return peerId; }
+  // The actor on the other side.
+
+  kj::Promise<void> started(Value value = Value());
+  template <typename T>
+  kj::Promise<void> started(const T& value) { return started(Value::of(value)); }
+  // Callee only, exactly once: hands `value` to the caller, whose block then runs. Resolves once
+  // the caller has it. A second call, or a call on the caller side, raises ContextError.
+
+  kj::Promise<void> openStream(kj::Function<kj::Promise<void>(MsgStream&)> block);
+  kj::Promise<void> openStream(StreamOptions options,
+                               kj::Function<kj::Promise<void>(MsgStream&)> block);
+  // Runs `block` with this side's stream, then closes it. Both sides open their stream to
+  // exchange items. The callee must have called `started()` first; a stream is never reopened
+  // (ContextError). `options` apply to items arriving from the peer.
+
+  kj::Promise<void> cancel(kj::Duration timeout = CONTEXT_CANCEL_TIMEOUT);
+  // Caller side: asks the callee to cancel its task and waits (shielded, at most `timeout`) for
+  // the acknowledgement; the dialogue then ends with a ContextCancelled that names this actor
+  // as canceller, which the caller's scope absorbs. Callee side: cancels the callee's own task
+  // (at its next suspension point); the caller then raises the ContextCancelled. Never cancels
+  // the local caller's scope.
+  bool cancelCalled() const { return cancelCalled_; }
+  // True once `cancel()` was called on this side.
+  kj::Maybe<const ActorId&> canceller() const;
+  // Who asked for the cancellation that ended this dialogue, if one did. On the caller side
+  // this is known once the outcome arrived (after `waitForResult()`), which may be after the
+  // acknowledgement `cancel()` waits for.
+
+  kj::Promise<Value> waitForResult();
+  template <typename T>
+  kj::Promise<T> waitForResult();
+  // Caller side: the callee's result, once its task is done; stream items still arriving are
+  // discarded. Raises its error, except a ContextCancelled this side asked for, which is
+  // returned as a null Value (and only for `Value`).
+
+  using Outcome = kj::OneOf<Value, kj::Exception>;
+  kj::Maybe<const Outcome&> outcome() const;
+  // How the dialogue ended: the callee's result or the error that ended it; null while open.
+
+private:
+  class PeerServer;
+  class Broadcaster;
+  friend class MsgStream;
+  friend class Subscription;
+  friend Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
+                                     kj::Function<kj::Promise<void>(Context&, Value)> block);
+  friend kj::Promise<void> runCalleeContext(kj::Own<Context> ctx,
+                                            schema::ContextPeer::Client caller,
+                                            kj::Function<kj::Promise<Value>(Context&)> start);
+  friend schema::ContextPeer::Client serveContext(Context& ctx);
+
+  Side side_;
+  ActorId self;
+  ActorId peerId;
+  kj::Maybe<schema::ContextPeer::Client> peerCap;
+  // Where this side's messages go: the caller's ContextPeer (callee side), or the callee's,
+  // known once `started` arrived (caller side).
+  MsgStream stream;
+  bool startedCalled = false;
+  bool streamOpened = false;
+  bool streamOpen = false;
+  bool localClosed = false;
+  bool scopeDone = false;
+  // Set when the side's scope (caller block, callee task) is over: late messages are ignored.
+  bool draining = false;
+  // Caller waiting for the result: stream items are discarded.
+  bool cancelCalled_ = false;
+  kj::Maybe<ActorId> canceller_;
+  kj::Maybe<Outcome> outcome_;
+
+  // ---- receiving ---------------------------------------------------------------------------
+  StreamOptions receiving;
+  std::deque<Value> inbox;
+  bool peerEnded = false;
+  // The peer sent `stop` (or, seen from the caller, its task finished).
+  bool endReported = false;
+  bool refusing = false;
+  // An overrun was answered: every later batch is refused too.
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> inboxWaiter;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> stalledSenders;
+  // Acknowledgements held back while the buffer is over its size (overruns allowed).
+  kj::Maybe<kj::Own<Broadcaster>> broadcaster;
+
+  // ---- sending -----------------------------------------------------------------------------
+  std::deque<Value> outbox;
+  uint batchesInFlight = 0;
+  StreamOptions peerReceiving;
+  // How the peer receives, as it last said.
+  kj::Maybe<kj::Exception> sendError;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> outboxWaiters;
+
+  // ---- the dialogue's end ------------------------------------------------------------------
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<Value>>> startedWaiter;
+  kj::Maybe<Value> firstValue;
+  // `started` arrived before anyone waited for it.
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> outcomeWaiters;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> failureWatcher;
+  // Caller side: rejected when the dialogue ends with an error, to cancel the block.
+  kj::Canceler taskCanceler;
+  // Callee side: wraps the task, so that `cancel()` (from either side) ends it.
+  kj::Maybe<kj::Promise<void>> call;
+  // Caller side: the `openContext` call; dropping it cancels the callee's task.
+
+  class LogErrors final: public kj::TaskSet::ErrorHandler {
+  public:
+    void taskFailed(kj::Exception&& e) override;
+  };
+  LogErrors logErrors;
+  kj::TaskSet tasks;
+
+  kj::Promise<void> sendItem(Value item);
+  kj::Promise<kj::Maybe<Value>> receiveItem();
+  Task<void> closeStream();
+  void flush();
+  void wakeReceiver();
+
+  kj::Promise<Value> whenStarted();
+  kj::Promise<void> whenFinished();
+  kj::Promise<void> whenFailed();
+  void setOutcome(Outcome outcome);
+  void peerStarted(Value value, schema::ContextPeer::Client callee,
+                   schema::ReceiveWindow::Reader window);
+  void deliver(capnp::List<schema::Value>::Reader items,
+               schema::ContextPeer::SendResults::Builder results, kj::Promise<void>& stall);
+  void peerStopped();
+  void cancelTask(const ActorId& requester, kj::StringPtr who);
+  void endScope();
+  bool isOwnCancel(const kj::Exception& e) const;
+  bool isRequestedHere(const kj::Exception& e) const;
+  Task<void> exitScope(kj::Maybe<kj::Exception> blockError);
+  kj::Exception notOpen(kj::StringPtr what) const;
+  schema::ContextPeer::Client serve();
+};
+
+Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
+                            kj::Function<kj::Promise<void>(Context&, Value)> block);
+// The caller's side of `Portal::openContext()`: waits for `started`, runs `block`, applies the
+// outcome rules. `call` is the sent `openContext` request (its completion, or its failure when
+// the connection is lost).
+
+kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Client caller,
+                                   kj::Function<kj::Promise<Value>(Context&)> start);
+// The callee's side: runs the task `start` begins (the context function) and delivers its
+// outcome to `caller`. Dropping the promise cancels the task.
+
+schema::ContextPeer::Client serveContext(Context& ctx);
+// The capability through which the peer talks to `ctx` (passed in `openContext` / `started`).
+
+void setWindow(schema::ReceiveWindow::Builder builder, const StreamOptions& receiving);
+StreamOptions windowOptions(schema::ReceiveWindow::Reader window);
+// A side's receive options on the wire, and back (an unset window means the defaults).
+// The capability through which the peer talks to `ctx` (passed in `openContext` / `started`).
+
+// =======================================================================================
+// inline implementation
+
+template <typename T>
+kj::Promise<kj::Maybe<T>> MsgStream::receive() {
+  return receive().then([](kj::Maybe<Value>&& item) -> kj::Maybe<T> {
+    KJ_IF_MAYBE(v, item) {
+      return v->as<T>();
+    }
+    return nullptr;
+  });
+}
+
+template <typename T>
+kj::Promise<T> Context::waitForResult() {
+  return waitForResult().then([](Value&& v) { return v.as<T>(); });
+}
+
+}  // namespace tractor
