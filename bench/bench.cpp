@@ -22,13 +22,23 @@
 // - exec_self_noop (information): posix_spawn of this executable, which exits at the top of
 //   main(), + waitpid: what exec and dynamic linking of a tractor binary cost before any runtime
 //   code runs. Floor: posix_spawn of /bin/true.
+// - context_stream_rtt: one context open with a daemon actor whose context function echoes every
+//   stream item; the root sends an int64 and waits for it to come back, sequentially. Floor: the
+//   socketpair ping-pong of portal_run_rtt, in blocks interleaved with this figure's own.
+// - stream_throughput_8b, stream_throughput_1k (items/s and MB/s of payload; p50 of the runs): a
+//   context function in a daemon actor streams N items to the root, which reads them as fast as
+//   it can (`receive()` in a loop); int64 items (8 bytes) and 1 KiB data items. Timed from before
+//   `openContext` until the root saw the end of the stream. The root's stream allows overruns, so
+//   a slow reader stalls the sender instead of failing it. Floor: a helper process writes N items
+//   to a socketpair, one `write` of the item's size each, while the root reads with 64 KiB reads
+//   until it has every byte; one floor run before each runtime run.
 //
 // Each floor is measured in the same run, interleaved with its figure (one floor sample before
-// each spawn run; alternating blocks of 1,000 round trips), so that both see the same load and
-// CPU placement. The ping-pong helper is forked in main() before `tractor::main()` creates the
-// KJ event loop and never touches KJ. Every helper process is reaped; the runtime reaps the
-// actors; after each error_to_reaped run every pid of the tree is checked to be gone (no process
-// left, no zombie).
+// each spawn run; alternating blocks of 1,000 round trips; one throughput floor run before each
+// stream run), so that both see the same load and CPU placement. The ping-pong and stream
+// helpers are forked in main() before `tractor::main()` creates the KJ event loop and never
+// touch KJ. Every helper process is reaped; the runtime reaps the actors; after each
+// error_to_reaped run every pid of the tree is checked to be gone (no process left, no zombie).
 
 #include <errno.h>
 #include <signal.h>
@@ -65,6 +75,44 @@ tractor::Task<void> sleepForever() {
 }
 TRACTOR_EXPOSE(bench, sleepForever);
 // A leaf of the error_to_reaped trees: running until cancelled.
+
+tractor::Task<void> echoStream(tractor::Context& ctx) {
+  // context_stream_rtt: sends every stream item straight back, until the root closes its side.
+  co_await ctx.started();
+  co_await ctx.openStream([](tractor::MsgStream& stream) -> tractor::Task<void> {
+    for (;;) {
+      kj::Maybe<tractor::Value> item = co_await stream.receive();
+      KJ_IF_MAYBE(value, item) {
+        co_await stream.send(kj::mv(*value));
+      } else {
+        break;
+      }
+    }
+  });
+}
+TRACTOR_CONTEXT(bench, echoStream);
+
+tractor::Value streamItem(int64_t size, int64_t index) {
+  // An item of `size` payload bytes: the int64 `index` for 8, else `size` bytes of data.
+  if (size == 8) return tractor::Value::of(index);
+  auto bytes = kj::heapArray<kj::byte>(size);
+  memset(bytes.begin(), static_cast<int>(index & 0xff), bytes.size());
+  return tractor::Value::of(bytes);
+}
+
+tractor::Task<void> produceStream(tractor::Context& ctx, int64_t count, int64_t size) {
+  // stream_throughput_*: sends `count` items of `size` bytes as fast as the stream takes them.
+  co_await ctx.started();
+  co_await ctx.openStream([count, size](tractor::MsgStream& stream) -> tractor::Task<void> {
+    if (size == 8) {
+      for (int64_t i = 0; i < count; i++) co_await stream.send(i);
+    } else {
+      tractor::Value item = streamItem(size, 0);
+      for (int64_t i = 0; i < count; i++) co_await stream.send(item.clone());
+    }
+  });
+}
+TRACTOR_CONTEXT(bench, produceStream);
 
 class SubtreeReadiness {
   // What one supervisor (or the root) waits for while its children build their subtrees: one
@@ -168,6 +216,10 @@ struct Config {
   int errorRuns = 20;
   int scaleActors = 1000;
   // 0 skips the thousand-actor figures (--quick).
+  int streamRuns = 5;
+  int64_t smallItems = 500000;
+  int64_t largeItems = 100000;
+  // Items per stream_throughput run: 8-byte items, 1 KiB items.
   bool jsonOnly = false;
 };
 
@@ -186,6 +238,15 @@ struct Measurements {
   Samples teardown;
   Samples errorToReapedEight;
   Samples errorToReapedTree;
+  Samples contextRtt;
+  Samples contextPingPong;
+  // context_stream_rtt and its own interleaved ping-pong floor.
+  Samples streamSmall;
+  Samples streamLarge;
+  Samples socketSmall;
+  Samples socketLarge;
+  // Throughput runs, in items per second: the runtime's stream and the raw socket floor, for
+  // 8-byte and 1 KiB items.
   Samples scaleSpawn;
   Samples scaleReap;
   // One sample each: all `scaleActors` daemons started and answering; all cancelled and reaped.
@@ -211,10 +272,10 @@ double microsSince(Clock::time_point start) {
 // Floors: plain POSIX calls, no event loop involved
 //
 // They are interleaved with the runtime's figures so that both see the same machine state (other
-// load, CPU placement of the two ends of a round trip). The ping-pong helper is forked in main()
-// before the KJ event loop exists; the spawn floors use posix_spawn (vfork + exec), which, like
-// the runtime's own spawns, is safe under a running loop. Blocking on the floor's I/O stalls the
-// root's event loop, which has nothing else to do at those moments.
+// load, CPU placement of the two ends of a round trip). The ping-pong and stream helpers are
+// forked in main() before the KJ event loop exists; the spawn floors use posix_spawn (vfork +
+// exec), which, like the runtime's own spawns, is safe under a running loop. Blocking on the
+// floor's I/O stalls the root's event loop, which has nothing else to do at those moments.
 
 pid_t spawnProgram(const char* path, char** env) {
   char* argv[] = {const_cast<char*>(path), nullptr};
@@ -328,7 +389,7 @@ void stopPingPongHelper() {
 }
 // Closing our end makes the helper exit; then it is reaped.
 
-void pingPongBlock(int roundTrips, bool record) {
+void pingPongBlock(int roundTrips, Samples* record) {
   char buffer[8];
   for (int i = 0; i < roundTrips; i++) {
     int64_t value = i;
@@ -340,10 +401,86 @@ void pingPongBlock(int roundTrips, bool record) {
       die("ping-pong helper closed early");
     }
     double elapsed = microsSince(start);
-    if (record) measured.pingPong.push_back(elapsed);
+    if (record != nullptr) record->push_back(elapsed);
   }
 }
-// `roundTrips` sequential round trips of 8 bytes with the helper.
+// `roundTrips` sequential round trips of 8 bytes with the helper; their times go to `record`
+// (unless null).
+
+struct StreamHelper {
+  // A forked process that, on request, writes a number of items of a given size to a blocking
+  // Unix socketpair, one `write` per item: the raw floor of stream throughput.
+  pid_t pid = -1;
+  int fd = -1;
+  // Our end (close-on-exec).
+};
+
+StreamHelper streamHelper;
+
+struct StreamRequest {
+  int64_t count;
+  int64_t size;
+};
+
+constexpr size_t MAX_ITEM_SIZE = 1024;
+constexpr size_t FLOOR_READ_SIZE = 65536;
+
+void startStreamHelper() {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    // The writing side: one request at a time, until the parent closes its end. It must not
+    // hold the parent's end of the ping-pong socketpair either (fork keeps close-on-exec fds).
+    close(fds[0]);
+    if (pingPong.fd >= 0) close(pingPong.fd);
+    char item[MAX_ITEM_SIZE];
+    memset(item, 'x', sizeof(item));
+    StreamRequest request;
+    while (fullRead(fds[1], reinterpret_cast<char*>(&request), sizeof(request))) {
+      if (request.size <= 0 || size_t(request.size) > sizeof(item)) _exit(3);
+      for (int64_t i = 0; i < request.count; i++) fullWrite(fds[1], item, request.size);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  streamHelper.pid = pid;
+  streamHelper.fd = fds[0];
+}
+// Call before the KJ event loop exists.
+
+void stopStreamHelper() {
+  if (streamHelper.pid < 0) return;
+  close(streamHelper.fd);
+  reap(streamHelper.pid);
+  streamHelper = StreamHelper();
+}
+
+double socketStreamRun(int64_t count, int64_t size) {
+  static char buffer[FLOOR_READ_SIZE];
+  StreamRequest request = {count, size};
+  uint64_t expected = uint64_t(count) * uint64_t(size);
+  uint64_t received = 0;
+  auto start = Clock::now();
+  fullWrite(streamHelper.fd, reinterpret_cast<const char*>(&request), sizeof(request));
+  while (received < expected) {
+    ssize_t n = read(streamHelper.fd, buffer, std::min<uint64_t>(sizeof(buffer),
+                                                                 expected - received));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("read");
+    }
+    if (n == 0) {
+      errno = EPIPE;
+      die("stream helper closed early");
+    }
+    received += n;
+  }
+  return count / (microsSince(start) / 1e6);
+}
+// One floor run: `count` items of `size` bytes from the helper, read as fast as possible; returns
+// items per second.
 
 // =======================================================================================
 // The runtime's figures (the root actor), each interleaved with its floor
@@ -403,12 +540,12 @@ tractor::Task<void> measurePortalRtt() {
     measured.pingPong.reserve(config.rttCalls);
     int64_t next = 0;
     // Warm-up of both, then alternating blocks of floor and runtime round trips.
-    pingPongBlock(config.rttWarmup, false);
+    pingPongBlock(config.rttWarmup, nullptr);
     int done = -config.rttWarmup;
     while (done < config.rttCalls) {
       int block = done < 0 ? -done : std::min(config.rttBlock, config.rttCalls - done);
       bool record = done >= 0;
-      if (record) pingPongBlock(block, true);
+      if (record) pingPongBlock(block, &measured.pingPong);
       for (int i = 0; i < block; i++) {
         int64_t value = next++;
         auto start = Clock::now();
@@ -418,6 +555,104 @@ tractor::Task<void> measurePortalRtt() {
         if (record) measured.portalRtt.push_back(elapsed);
       }
       done += block;
+    }
+  });
+}
+
+tractor::Task<void> contextRttBlock(tractor::MsgStream& stream, int roundTrips, int64_t* next,
+                                    Samples* record) {
+  // `roundTrips` sequential round trips of one int64 through the echoing context.
+  for (int i = 0; i < roundTrips; i++) {
+    int64_t value = (*next)++;
+    auto start = Clock::now();
+    co_await stream.send(value);
+    kj::Maybe<int64_t> answer = co_await stream.receive<int64_t>();
+    double elapsed = microsSince(start);
+    KJ_IF_MAYBE(a, answer) {
+      KJ_REQUIRE(*a == value, "wrong item from echoStream()", *a, value);
+    } else {
+      KJ_FAIL_REQUIRE("echoStream() ended its stream early");
+    }
+    if (record != nullptr) record->push_back(elapsed);
+  }
+}
+
+tractor::Task<void> measureContextRtt() {
+  co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+    tractor::Portal daemon = co_await n.startActor("echo", tractor::enable("bench"));
+    co_await daemon.openContext(
+        echoStream, [&](tractor::Context& ctx, tractor::Value) -> tractor::Task<void> {
+          co_await ctx.openStream([&](tractor::MsgStream& stream) -> tractor::Task<void> {
+            measured.contextRtt.reserve(config.rttCalls);
+            measured.contextPingPong.reserve(config.rttCalls);
+            int64_t next = 0;
+            // Warm-up of both, then alternating blocks, as for portal_run_rtt.
+            pingPongBlock(config.rttWarmup, nullptr);
+            co_await contextRttBlock(stream, config.rttWarmup, &next, nullptr);
+            for (int done = 0; done < config.rttCalls;) {
+              int block = std::min(config.rttBlock, config.rttCalls - done);
+              pingPongBlock(block, &measured.contextPingPong);
+              co_await contextRttBlock(stream, block, &next, &measured.contextRtt);
+              done += block;
+            }
+          });
+          co_await ctx.waitForResult();
+        });
+  });
+}
+
+tractor::Task<int64_t> receiveAll(tractor::MsgStream& stream, int64_t size) {
+  // Reads `stream` to its end as fast as it can; returns how many items came.
+  int64_t received = 0;
+  for (;;) {
+    kj::Maybe<tractor::Value> item = co_await stream.receive();
+    KJ_IF_MAYBE(value, item) {
+      if (size == 8) {
+        KJ_REQUIRE(value->as<int64_t>() == received, "stream item out of order");
+      } else {
+        KJ_REQUIRE(value->reader().getData().size() == size_t(size), "wrong stream item size");
+      }
+      received++;
+    } else {
+      break;
+    }
+  }
+  co_return received;
+}
+
+tractor::Task<double> streamRun(tractor::Portal daemon, int64_t count, int64_t size) {
+  // One runtime run: `count` items of `size` bytes from the daemon; returns items per second.
+  Clock::time_point start = Clock::now();
+  Clock::time_point end;
+  int64_t received = 0;
+  co_await daemon.openContext(
+      tractor::StreamOptions().withOverruns(), produceStream, count, size,
+      [&](tractor::Context& ctx, tractor::Value) -> tractor::Task<void> {
+        co_await ctx.openStream(tractor::StreamOptions().withOverruns(),
+                                [&](tractor::MsgStream& stream) -> tractor::Task<void> {
+                                  received = co_await receiveAll(stream, size);
+                                  end = Clock::now();
+                                });
+      });
+  KJ_REQUIRE(received == count, "the stream lost items", received, count);
+  co_return count / (std::chrono::duration<double>(end - start).count());
+}
+
+tractor::Task<void> measureStreamThroughput() {
+  co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+    tractor::Portal daemon = co_await n.startActor("producer", tractor::enable("bench"));
+    // One unrecorded warm-up run of each, then floor and runtime runs alternating.
+    socketStreamRun(config.smallItems / 10, 8);
+    co_await streamRun(daemon, config.smallItems / 10, 8);
+    for (int run = 0; run < config.streamRuns; run++) {
+      measured.socketSmall.push_back(socketStreamRun(config.smallItems, 8));
+      double rate = co_await streamRun(daemon, config.smallItems, 8);
+      measured.streamSmall.push_back(rate);
+    }
+    for (int run = 0; run < config.streamRuns; run++) {
+      measured.socketLarge.push_back(socketStreamRun(config.largeItems, 1024));
+      double rate = co_await streamRun(daemon, config.largeItems, 1024);
+      measured.streamLarge.push_back(rate);
     }
   });
 }
@@ -569,6 +804,8 @@ tractor::Task<void> rootMain() {
   co_await measureSpawnOne();
   co_await measureSpawnEight();
   co_await measurePortalRtt();
+  co_await measureContextRtt();
+  co_await measureStreamThroughput();
   co_await measureTeardown();
   co_await measureErrorToReapedEight();
   co_await measureErrorToReapedTree();
@@ -644,6 +881,41 @@ void printTable(kj::ArrayPtr<const Figure> figures) {
   }
 }
 
+struct Throughput {
+  const char* name;
+  const Samples* samples;
+  const char* floorName;
+  const Samples* floorSamples;
+  int64_t itemSize;
+  // Payload bytes per item.
+  const char* target;
+};
+
+void printThroughputJson(const Throughput& figure) {
+  Stats s = statsOf(*figure.samples);
+  Stats f = statsOf(*figure.floorSamples);
+  double mb = figure.itemSize / 1e6;
+  printf("{\"figure\":\"%s\",\"unit\":\"items/s\",\"item_bytes\":%lld,\"n\":%zu,"
+         "\"p50\":%.0f,\"mb_per_s_p50\":%.2f,\"floor\":\"%s\",\"floor_n\":%zu,"
+         "\"floor_p50\":%.0f,\"floor_mb_per_s_p50\":%.2f,\"ratio_p50\":%.3f,"
+         "\"note\":\"p50 of the runs; target: %s\"}\n",
+         figure.name, static_cast<long long>(figure.itemSize), s.n, s.p50, s.p50 * mb,
+         figure.floorName, f.n, f.p50, f.p50 * mb, f.p50 > 0 ? s.p50 / f.p50 : 0.0,
+         figure.target);
+}
+
+void printThroughputTable(kj::ArrayPtr<const Throughput> figures) {
+  printf("\n%-22s %12s %9s   %-24s %12s %9s %8s\n", "throughput (p50)", "items/s", "MB/s",
+         "floor", "items/s", "MB/s", "ratio");
+  for (auto& figure: figures) {
+    Stats s = statsOf(*figure.samples);
+    Stats f = statsOf(*figure.floorSamples);
+    double mb = figure.itemSize / 1e6;
+    printf("%-22s %12.0f %9.1f   %-24s %12.0f %9.1f %7.3fx   target: %s\n", figure.name, s.p50,
+           s.p50 * mb, figure.floorName, f.p50, f.p50 * mb, s.p50 / f.p50, figure.target);
+  }
+}
+
 void report() {
   const Figure figures[] = {
       {"spawn_first_result_1", &measured.spawnOne, "posix_spawn_true", &measured.spawnTrue,
@@ -659,6 +931,8 @@ void report() {
        "no floor; target: under 50 ms", "under 50 ms"},
       {"exec_self_noop", &measured.spawnSelfNoop, "posix_spawn_true", &measured.spawnTrue,
        "information: exec of this binary exiting at the top of main", nullptr},
+      {"context_stream_rtt", &measured.contextRtt, "socketpair_pingpong",
+       &measured.contextPingPong, "target: p50 within 3x the floor", nullptr},
       {"scale_1000_spawn", &measured.scaleSpawn, nullptr, nullptr,
        "one sample; target: under 3 s", "under 3 s"},
       {"scale_1000_reap", &measured.scaleReap, nullptr, nullptr,
@@ -666,7 +940,14 @@ void report() {
   };
   auto shown = kj::arrayPtr(figures, config.scaleActors == 0 ? kj::size(figures) - 2
                                                              : kj::size(figures));
+  const Throughput throughputs[] = {
+      {"stream_throughput_8b", &measured.streamSmall, "socketpair_stream_8b",
+       &measured.socketSmall, 8, ">= 1,000,000 items/s"},
+      {"stream_throughput_1k", &measured.streamLarge, "socketpair_stream_1k",
+       &measured.socketLarge, 1024, "at least half the floor"},
+  };
   for (auto& figure: shown) printJson(figure);
+  for (auto& figure: throughputs) printThroughputJson(figure);
   Stats rss = statsOf(measured.idleRss);
   Stats pss = statsOf(measured.idlePss);
   Stats privateKib = statsOf(measured.idlePrivate);
@@ -677,6 +958,7 @@ void report() {
          rss.n, rss.p50, rss.p99, pss.p50, pss.p99, privateKib.p50, privateKib.p99, IDLE_ACTORS);
   if (!config.jsonOnly) {
     printTable(shown);
+    printThroughputTable(throughputs);
     printf("\n%-22s %10s %10s %10s   (KiB per actor, %d idle actors; target: RSS <= 4096, "
            "Pss <= 400)\n", "idle actor memory", "RSS p50", "Pss p50", "private",
            IDLE_ACTORS);
@@ -696,6 +978,9 @@ bool parseArguments(int argc, char** argv) {
       config.teardownRuns = 5;
       config.errorRuns = 3;
       config.scaleActors = 0;
+      config.streamRuns = 2;
+      config.smallItems = 5000;
+      config.largeItems = 2000;
     } else if (strcmp(argv[i], "--json-only") == 0) {
       config.jsonOnly = true;
     } else {
@@ -716,8 +1001,10 @@ int main(int argc, char** argv) {
 
   prepareNoopEnvironment();
   startPingPongHelper();
+  startStreamHelper();
   // The root serves `bench` too: the error_to_reaped_14 supervisors report readiness to it.
   int code = tractor::main(argc, argv, rootMain, tractor::RootOptions().enable("bench"));
+  stopStreamHelper();
   stopPingPongHelper();
   if (code != 0) {
     fprintf(stderr, "tractor-bench: the runtime figures failed (exit code %d)\n", code);
