@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(cmake ninja-build g++ clang pkg-config capnproto libcapnp-dev libseccomp-dev doctest-dev)
+PACKAGES=(cmake ninja-build g++ clang pkg-config capnproto libcapnp-dev libseccomp-dev doctest-dev
+          iproute2)
 
 install_missing() {
   local missing=()

@@ -5,6 +5,8 @@
 #include <kj/debug.h>
 #include <unistd.h>
 #include "devx/proctitle.h"
+#include "kj-runtime/connection.h"
+#include "kj-runtime/registrar.h"
 
 namespace tractor {
 
@@ -59,13 +61,23 @@ public:
   }
 
   kj::Promise<void> descendantStarted(DescendantStartedContext context) override {
-    actor.reportDescendant(static_cast<pid_t>(context.getParams().getPid()), true);
+    auto params = context.getParams();
+    actor.reportDescendant(static_cast<pid_t>(params.getPid()), true, params.getSocketPath());
     return kj::READY_NOW;
   }
 
   kj::Promise<void> descendantReaped(DescendantReapedContext context) override {
     actor.reportDescendant(static_cast<pid_t>(context.getParams().getPid()), false);
     return kj::READY_NOW;
+  }
+
+  kj::Promise<void> getRegistrar(GetRegistrarContext context) override {
+    KJ_IF_MAYBE(r, actor.registrar()) {
+      context.getResults().setRegistrar(*r);
+      return kj::READY_NOW;
+    }
+    return typedError(NO_REGISTRAR, kj::str("actor ", actor.id().toString(),
+                                            " has no registrar"));
   }
 
   kj::Promise<void> getId(GetIdContext context) override {
@@ -102,6 +114,9 @@ Actor::Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot)
 }
 
 Actor::~Actor() noexcept(false) {
+  // Connections and the listener (which removes its socket file) before the actor they serve.
+  peers.clear();
+  listener = nullptr;
   currentActor = nullptr;
 }
 
@@ -202,10 +217,10 @@ void Actor::LogErrors::taskFailed(kj::Exception&& e) {
   TRACTOR_LOG(DEBUG, "background message failed: ", e.getDescription());
 }
 
-void Actor::reportDescendant(pid_t pid, bool started) {
+void Actor::reportDescendant(pid_t pid, bool started, kj::StringPtr socketPath) {
   KJ_IF_MAYBE(reaper, orphanReaper) {
     if (started) {
-      reaper->started(pid);
+      reaper->started(pid, socketPath);
     } else {
       reaper->reaped(pid);
     }
@@ -214,6 +229,7 @@ void Actor::reportDescendant(pid_t pid, bool started) {
     if (started) {
       auto request = capability.descendantStartedRequest();
       request.setPid(pid);
+      request.setSocketPath(socketPath);
       background.add(request.send().ignoreResult());
     } else {
       auto request = capability.descendantReapedRequest();
@@ -233,9 +249,100 @@ kj::Promise<void> Actor::cancel(const ActorId& requester) {
       id_, requester, kj::str("actor ", id_.toString(), " was cancelled by ", who)));
   // The cancelled tasks' nurseries handed their children's teardown to the keeper, and the
   // cancelled contexts their outcomes' delivery, once the events the cancellation set off ran.
+  // Off the registry at once (not awaited: the message leaves before the acknowledgement does,
+  // while the connection to the registrar, often the parent's, still stands).
+  background.add(unregisterSelf());
   auto& fork = cancelled.emplace(kj::evalLast([this]() { return keeper.drain(); }).fork());
   return fork.addBranch();
 }
+
+void Actor::listen(const Address& address) {
+  KJ_REQUIRE(listener.get() == nullptr, "an actor listens on one address only");
+  listener = Listener::listen(*this, address);
+}
+
+kj::Maybe<const Address&> Actor::address() const {
+  if (listener.get() == nullptr) return nullptr;
+  return listener->address();
+}
+
+Address Actor::childAddress(const ActorId& child) const {
+  KJ_IF_MAYBE(own, address()) {
+    if (own->transport == Transport::TCP) {
+      Address a;
+      a.transport = Transport::TCP;
+      a.host = kj::str(own->host);
+      return a;
+    }
+  }
+  return defaultAddress(Transport::UDS, child);
+}
+
+void Actor::becomeRegistrar() {
+  isRegistrar_ = true;
+  registrar_ = newRegistrar();
+  TRACTOR_LOG(RUNTIME, "this actor is the registrar");
+}
+
+void Actor::useRegistrar(schema::Registrar::Client registrar) { registrar_ = kj::mv(registrar); }
+
+kj::Maybe<schema::Registrar::Client> Actor::registrar() {
+  return registrar_.map([](schema::Registrar::Client& r) { return r; });
+}
+
+kj::Promise<void> Actor::registerSelf() {
+  KJ_IF_MAYBE(r, registrar_) {
+    KJ_IF_MAYBE(a, address()) {
+      auto request = r->registerActorRequest();
+      auto entry = request.initEntry();
+      id_.copyTo(entry.initId());
+      entry.setAddress(a->toString());
+      registered = true;
+      return request.send().ignoreResult();
+    }
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> Actor::unregisterSelf() {
+  if (!registered) return kj::READY_NOW;
+  registered = false;
+  KJ_IF_MAYBE(r, registrar_) {
+    auto request = r->unregisterActorRequest();
+    request.setUuid(id_.uuid);
+    auto done = request.send().ignoreResult().catch_([](kj::Exception&& e) {
+      TRACTOR_LOG(DEBUG, "could not unregister: ", e.getDescription());
+    });
+    return done.exclusiveJoin(timer().afterDelay(UNREGISTER_TIMEOUT));
+  }
+  return kj::READY_NOW;
+}
+
+Portal Actor::selfPortal() { return Portal(serve(id_.clone()), id_.clone()); }
+
+void Actor::adoptPeer(kj::Own<PeerConnection> connection) {
+  auto& c = *connection;
+  peers.add(kj::mv(connection));
+  background.add(c.onDisconnect().then([this, &c]() {
+    // Dropped a turn later: the connection must not be destroyed from its own callback.
+    return kj::evalLater([this, &c]() {
+      kj::Vector<kj::Own<PeerConnection>> kept;
+      for (auto& p: peers) {
+        if (p.get() != &c) kept.add(kj::mv(p));
+      }
+      peers = kj::mv(kept);
+    });
+  }));
+}
+
+kj::Maybe<PeerConnection&> Actor::findPeer(kj::StringPtr uuid) {
+  for (auto& p: peers) {
+    if (p->peer().uuid == uuid) return *p;
+  }
+  return nullptr;
+}
+
+void Actor::runInBackground(kj::Promise<void> work) { background.add(kj::mv(work)); }
 
 ActorId Actor::start(schema::SpawnSpec::Reader spec, schema::Actor::Client parentCap) {
   KJ_REQUIRE(!started, "actor already started");
@@ -255,6 +362,12 @@ ActorId Actor::start(schema::SpawnSpec::Reader spec, schema::Actor::Client paren
   kj::Vector<kj::String> names;
   for (auto m: spec.getEnableModules()) names.add(kj::str(m));
   enableModules(names);
+  if (spec.hasBindAddress()) {
+    listen(Address::parse(spec.getBindAddress()));
+    // The registrar is reached through the parent (which reaches it through its own).
+    useRegistrar(parentCap.getRegistrarRequest().send().getRegistrar());
+    background.add(registerSelf());
+  }
   parent_ = Portal(kj::mv(parentCap), ActorId::fromReader(spec.getParent()));
   started = true;
   TRACTOR_LOG(RUNTIME, "started, serving modules [", kj::strArray(modules, ", "), "]");

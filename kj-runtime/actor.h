@@ -4,6 +4,7 @@
 
 #include <kj/async-io.h>
 #include <kj/vector.h>
+#include "kj-runtime/address.h"
 #include "kj-runtime/identity.h"
 #include "kj-runtime/log.h"
 #include "kj-runtime/portal.h"
@@ -11,6 +12,9 @@
 #include "spawn/reaper.h"
 
 namespace tractor {
+
+class Listener;
+class PeerConnection;
 
 struct ActorOptions {
   // How to start a child actor. Built by chaining, which also works inside coroutines (g++ 12
@@ -99,9 +103,33 @@ public:
 
   void setOrphanReaper(OrphanReaper& reaper) { orphanReaper = reaper; }
   // In the root: where the tree's processes are recorded (see OrphanReaper).
-  void reportDescendant(pid_t pid, bool started);
+  void reportDescendant(pid_t pid, bool started, kj::StringPtr socketPath = nullptr);
   // Records that a process of this actor's subtree started or was reaped: locally in the root,
   // else relayed to the parent (in order, without waiting).
+
+  // ---- listening and discovery (address.h, connection.h, registrar.h) ------------------------
+  void listen(const Address& address);
+  // Starts accepting peers at `address` (once per actor).
+  kj::Maybe<const Address&> address() const;
+  // Where this actor listens, once it does.
+  Address childAddress(const ActorId& child) const;
+  // Where a child of this actor listens: a fresh socket file, or the same TCP host on a random
+  // port.
+  bool isRegistrar() const { return isRegistrar_; }
+  void becomeRegistrar();
+  void useRegistrar(schema::Registrar::Client registrar);
+  kj::Maybe<schema::Registrar::Client> registrar();
+  kj::Promise<void> registerSelf();
+  // Registers this actor's name, uuid and address with its registrar.
+  kj::Promise<void> unregisterSelf();
+  // The reverse, bounded by UNREGISTER_TIMEOUT; never fails.
+  Portal selfPortal();
+  // A portal to this actor that needs no connection.
+  void adoptPeer(kj::Own<PeerConnection> connection);
+  // Keeps a peer connection until it disconnects or this actor ends.
+  kj::Maybe<PeerConnection&> findPeer(kj::StringPtr uuid);
+  void runInBackground(kj::Promise<void> work);
+  // Fire-and-forget work whose failure is only logged.
 
   // ---- the child's side of the spawn handshake ----------------------------------------------
   ActorId start(schema::SpawnSpec::Reader spec, schema::Actor::Client parent);
@@ -134,6 +162,15 @@ private:
   kj::Maybe<kj::ForkedPromise<void>> mainTask;
   kj::Maybe<Value> mainValue;
   kj::Maybe<kj::Exception> mainError;
+
+  kj::Own<Listener> listener;
+  bool isRegistrar_ = false;
+  bool registered = false;
+  kj::Maybe<schema::Registrar::Client> registrar_;
+  kj::Vector<kj::Own<PeerConnection>> peers;
 };
+
+constexpr kj::Duration UNREGISTER_TIMEOUT = 500 * kj::MILLISECONDS;
+// How long an ending actor waits for its registrar to take it off the registry.
 
 }  // namespace tractor

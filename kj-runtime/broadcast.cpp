@@ -1,11 +1,5 @@
 // Broadcast subscriptions of a stream. See broadcast.h.
 
-#if defined(__GNUC__) && !defined(__clang__)
-// g++ 12 sees kj::Promise<kj::Maybe<Value>> built from a value as possibly reading an
-// uninitialised flag inside kj::heap (a false positive in KJ's headers, hence before them).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "kj-runtime/broadcast.h"
 
 #include <kj/debug.h>

@@ -1,11 +1,5 @@
 // Contexts and message streams. See context.h.
 
-#if defined(__GNUC__) && !defined(__clang__)
-// g++ 12 sees kj::Promise<kj::Maybe<Value>> built from a value as possibly reading an
-// uninitialised flag inside kj::heap (a false positive in KJ's headers, hence before them).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include "kj-runtime/context.h"
 
 #include <kj/debug.h>

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "devx/proctitle.h"
+#include "kj-runtime/connection.h"
 #include "spawn/exec-spawn.h"
 #include "spawn/forkserver.h"
 
@@ -46,6 +47,50 @@ void raiseFdLimit() {
   }
 }
 
+Task<void> startDiscovery(Actor& actor, kj::Array<Address> registry, kj::Maybe<Address> bind,
+                          Transport transport) {
+  // Registrar election (see registrar.h), then listening and registering.
+  auto ownAddress = [&]() {
+    KJ_IF_MAYBE(b, bind) {
+      return b->clone();
+    }
+    return defaultAddress(transport, actor.id());
+  };
+  kj::Maybe<size_t> free;
+  for (auto i: kj::indices(registry)) {
+    auto verdict = co_await probe(registry[i]);
+    if (verdict == ProbeVerdict::REGISTRAR) {
+      TRACTOR_LOG(RUNTIME, "joining the registrar at ", registry[i]);
+      auto connection = co_await connectPeer(registry[i]);
+      auto registrar = connection->portal().capability().getRegistrarRequest().send();
+      actor.useRegistrar(registrar.getRegistrar());
+      actor.adoptPeer(kj::mv(connection));
+      actor.listen(ownAddress());
+      co_await actor.registerSelf();
+      co_return;
+    }
+    if (verdict == ProbeVerdict::ABSENT && free == nullptr) free = i;
+    if (verdict == ProbeVerdict::OCCUPIED) {
+      TRACTOR_LOG(WARNING, "the registry address ", registry[i],
+                  " is held by something that is not a registrar");
+    }
+  }
+  if (registry.size() > 0) {
+    KJ_IF_MAYBE(i, free) {
+      actor.becomeRegistrar();
+      actor.listen(registry[*i]);
+    } else {
+      kj::throwFatalException(typedError(
+          NO_REGISTRAR, kj::str("every registry address is held by something that is not a "
+                                "registrar: ", kj::strArray(registry, ", "))));
+    }
+  } else {
+    actor.becomeRegistrar();
+    actor.listen(ownAddress());
+  }
+  co_await actor.registerSelf();
+}
+
 }  // namespace
 
 RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
@@ -71,6 +116,18 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
   actor.setOrphanReaper(reaper);
 
   RootResult result;
+  // Litter of trees killed outright; a minute's margin spares sockets being set up right now.
+  removeStaleSockets(60 * kj::SECONDS);
+  auto registry = KJ_MAP(a, options.registryAddrs) { return Address::parse(a); };
+  auto bind = options.bindAddress.map([](kj::String& a) { return Address::parse(a); });
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+        toPromise(startDiscovery(actor, kj::mv(registry), kj::mv(bind), options.transport))
+            .wait(io.waitScope);
+      })) {
+    // The root refuses to start: nothing was spawned yet.
+    result.error = kj::mv(*e);
+    return result;
+  }
   auto body = actor.wrapTask(kj::evalNow([&]() { return rootFn(); }))
                   .then([]() { return 0; });
   if (options.handleSignals) {
@@ -86,16 +143,16 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
   }
   // The root function is gone; children it left behind are being torn down under the shield.
   actor.shieldKeeper().drain().wait(io.waitScope);
+  actor.unregisterSelf().wait(io.waitScope);
   return result;
 }
 
 bool isChildProcess() { return getenv(CHILD_FD_ENV) != nullptr; }
 
-int mainWithRoot(int argc, char** argv, RootOptions options,
-                 kj::Function<kj::Promise<void>()> rootFn) {
-  initProcessTitle(argc, argv);
-  if (isChildProcess()) return childMain();
-  auto result = runRoot(kj::mv(options), kj::mv(rootFn));
+namespace {
+
+int reportResult(const RootResult& result) {
+  // The exit code of a root, with its error printed.
   KJ_IF_MAYBE(e, result.error) {
     KJ_IF_MAYBE(remote, RemoteActorError::from(*e)) {
       fprintf(stderr, "error: %s: %s\n  raised in actor %s\n%s\n", remote->boxedType.cStr(),
@@ -108,6 +165,30 @@ int mainWithRoot(int argc, char** argv, RootOptions options,
   }
   if (result.signal != 0) return 128 + result.signal;
   return 0;
+}
+
+}  // namespace
+
+int mainWithRoot(int argc, char** argv, RootOptions options,
+                 kj::Function<kj::Promise<void>()> rootFn) {
+  initProcessTitle(argc, argv);
+  if (isChildProcess()) return childMain();
+  return reportResult(runRoot(kj::mv(options), kj::mv(rootFn)));
+}
+
+int runDaemon(int argc, char** argv, RootOptions options) {
+  initProcessTitle(argc, argv);
+  if (isChildProcess()) return childMain();
+  options.handleSignals = true;
+  auto result = runRoot(kj::mv(options), []() -> kj::Promise<void> {
+    KJ_IF_MAYBE(address, Actor::current().address()) {
+      TRACTOR_LOG(INFO, "serving at ", *address);
+    }
+    return kj::NEVER_DONE;
+  });
+  // Being stopped by a signal is how a daemon ends.
+  result.signal = 0;
+  return reportResult(result);
 }
 
 }  // namespace tractor

@@ -12,6 +12,7 @@
 
 #include <kj/function.h>
 #include "kj-runtime/actor.h"
+#include "kj-runtime/registrar.h"
 #include "supervise/nursery.h"
 
 namespace tractor {
@@ -27,9 +28,35 @@ struct RootOptions {
   // "exec" (default) or "forkserver"; `TRACTOR_SPAWN_METHOD` in the environment wins.
   bool handleSignals = true;
   // SIGINT and SIGTERM cancel the whole tree gracefully; `main()` then exits with 128 + signal.
+  Transport transport = Transport::UDS;
+  // What every actor of the tree listens on (see address.h).
+  kj::Maybe<kj::String> bindAddress;
+  // Where the root listens; by default `defaultAddress(transport, id)`. The root's children
+  // listen on the same transport (and, for TCP, on the same host) at fresh addresses.
+  kj::Vector<kj::String> registryAddrs;
+  // Registrar addresses to probe (see registrar.h): the root joins the first that answers as a
+  // registrar, else becomes the registrar, listening on the first free one. An address held by
+  // something that is not a registrar is skipped; if every one is, the root refuses to start.
+  // Empty (the default): the root is its tree's registrar, at its own address.
 
   RootOptions&& enable(kj::StringPtr module) && {
     enableModules.add(kj::str(module));
+    return kj::mv(*this);
+  }
+  RootOptions&& withName(kj::StringPtr actorName) && {
+    name = actorName;
+    return kj::mv(*this);
+  }
+  RootOptions&& withTransport(Transport t) && {
+    transport = t;
+    return kj::mv(*this);
+  }
+  RootOptions&& bindTo(kj::StringPtr address) && {
+    bindAddress = kj::str(address);
+    return kj::mv(*this);
+  }
+  RootOptions&& withRegistry(kj::StringPtr address) && {
+    registryAddrs.add(kj::str(address));
     return kj::mv(*this);
   }
 };
@@ -63,6 +90,13 @@ void runAsRoot(Func&& rootFn, RootOptions options = {}) {
 
 int mainWithRoot(int argc, char** argv, RootOptions options,
                  kj::Function<kj::Promise<void>()> rootFn);
+
+int runDaemon(int argc, char** argv, RootOptions options);
+// A program whose only job is to serve RPC: a root actor named `options.name` serving
+// `options.enableModules`, registered with the registry at `options.registryAddrs` (becoming
+// the registrar if none answers), until SIGINT or SIGTERM ends it (exit code 0). Other programs
+// started with the same registry address find it by name (`findActor()`). Call it from `main`
+// like `tractor::main()`.
 
 template <typename Func>
 int main(int argc, char** argv, Func&& rootFn, RootOptions options = {}) {

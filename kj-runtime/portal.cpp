@@ -3,12 +3,22 @@
 #include "kj-runtime/portal.h"
 
 #include "kj-runtime/actor.h"
+#include "kj-runtime/connection.h"
 #include "kj-runtime/log.h"
 
 namespace tractor {
 
 Portal::Portal(schema::Actor::Client capability, ActorId id)
-    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id))) {}
+    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id), kj::Own<PeerConnection>())) {}
+
+Portal::Portal(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection)
+    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id), kj::mv(connection))) {}
+
+Portal::State::State(schema::Actor::Client capability, ActorId id,
+                     kj::Own<PeerConnection> connection)
+    : capability(kj::mv(capability)), id(kj::mv(id)), connection(kj::mv(connection)) {}
+
+Portal::State::~State() noexcept(false) {}
 
 kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
   if (e.getType() != kj::Exception::Type::DISCONNECTED) return kj::cp(e);

@@ -12,6 +12,8 @@
 
 namespace tractor {
 
+class PeerConnection;
+
 constexpr kj::Duration CANCEL_TIMEOUT = 500 * kj::MILLISECONDS;
 // How long `Portal::cancelActor()` waits for the remote runtime to acknowledge, by default.
 
@@ -94,6 +96,8 @@ class Portal {
   // them) with the original type name, message, source actor and remote stack.
 public:
   Portal(schema::Actor::Client capability, ActorId id);
+  Portal(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection);
+  // A portal over a peer connection (registrar.h), which it keeps open.
 
   const ActorId& actorId() const { return state->id; }
   schema::Actor::Client capability() { return state->capability; }
@@ -154,8 +158,10 @@ private:
     kj::Maybe<kj::ForkedPromise<void>> result;
     kj::Maybe<Value> resultValue;
     kj::Maybe<kj::Exception> resultError;
-    State(schema::Actor::Client capability, ActorId id)
-        : capability(kj::mv(capability)), id(kj::mv(id)) {}
+    kj::Own<PeerConnection> connection;
+    // Null for the parent-child socketpair, which the nursery owns.
+    State(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection);
+    ~State() noexcept(false);
   };
   kj::Own<State> state;
 

@@ -66,6 +66,34 @@ struct SpawnSpec {
     call @5 :Call;
     # `runInActor`: the single function this actor runs as its main task.
   }
+  bindAddress @6 :Text;
+  # Where the child listens for peers ("unix:/path" or "tcp:host:port"; see address.h).
+}
+
+struct Hello {
+  # The first message each way on every connection between actors made through a listening
+  # address (parent and child share a socketpair and skip it): who is speaking. The connecting
+  # side sends first.
+  id @0 :ActorId;
+  isRegistrar @1 :Bool;
+  isProbe @2 :Bool;
+  # A registrar election probe: the listener answers with its own Hello and hangs up.
+}
+
+struct RegistryEntry {
+  id @0 :ActorId;
+  address @1 :Text;
+}
+
+interface Registrar {
+  # The tree's (or the registry's) directory of actors by name.
+  registerActor @0 (entry :RegistryEntry) -> ();
+  # Adds (or replaces, by uuid) an entry and wakes the lookups waiting for its name.
+  unregisterActor @1 (uuid :Text) -> ();
+  find @2 (name :Text) -> (entries :List(RegistryEntry));
+  # Every entry under `name`, in registration order.
+  wait @3 (name :Text) -> (entry :RegistryEntry);
+  # The first entry under `name`, once there is one.
 }
 
 interface Actor {
@@ -87,12 +115,17 @@ interface Actor {
 
   getId @4 () -> (id :ActorId);
 
-  descendantStarted @5 (pid :UInt32) -> ();
+  descendantStarted @5 (pid :UInt32, socketPath :Text) -> ();
   # A process of this actor's subtree now exists. Each actor relays it to its parent, up to the
   # root, which is the tree's child subreaper: should the process's own parent die first, the
   # root adopts it, and this record is how the root tells it from a process its user started.
+  # `socketPath` is the unix socket it listens on, which the root removes if it reaps it.
   descendantReaped @6 (pid :UInt32) -> ();
   # That process was reaped by its parent; the root forgets it (its pid may be reused).
+
+  getRegistrar @8 () -> (registrar :Registrar);
+  # The registrar this actor uses: itself if it is the registrar, else the one it joined (an
+  # actor's children reach the registrar through their parent).
 
   openContext @7 (call :Call, caller :ContextPeer, options :ContextOptions) -> ();
   # Starts a context function (or a legacy stream function) as a task linked to the caller's.

@@ -67,6 +67,23 @@ ChildProcess::~ChildProcess() noexcept(false) {
     auto idtype = static_cast<idtype_t>(P_PIDFD);
     while (waitid(idtype, pidfd.get(), &info, WEXITED) < 0 && errno == EINTR) {
     }
+    reaped(waitStatusOf(info));
+  }
+}
+
+void ChildProcess::removeAfterExit(kj::String path) {
+  if (status != nullptr) {
+    unlink(path.cStr());
+  } else {
+    socketPath = kj::mv(path);
+  }
+}
+
+void ChildProcess::reaped(int waitStatus) {
+  status = waitStatus;
+  KJ_IF_MAYBE(path, socketPath) {
+    unlink(path->cStr());
+    socketPath = nullptr;
   }
 }
 
@@ -78,7 +95,7 @@ bool ChildProcess::tryReap() {
   KJ_SYSCALL(r = waitid(static_cast<idtype_t>(P_PIDFD), pidfd.get(), &info, WEXITED | WNOHANG),
              pid_);
   if (info.si_pid == 0) return false;
-  status = waitStatusOf(info);
+  reaped(waitStatusOf(info));
   return true;
 }
 

@@ -36,6 +36,10 @@ public:
   kj::String describeExit() const;
   // "exited with status 0", "killed by signal 9 (Killed)", or "still running".
 
+  void removeAfterExit(kj::String path);
+  // Unlinks `path` (the child's listening socket) once the child is reaped, by whichever path
+  // reaps it: a killed child cannot remove its own.
+
   void signal(int signo);
   // Sends a signal through the pidfd; a no-op once the child has been reaped.
 
@@ -54,8 +58,10 @@ private:
   kj::UnixEventPort::FdObserver observer;
   kj::Maybe<int> status;
   kj::Maybe<kj::ForkedPromise<void>> exited;
+  kj::Maybe<kj::String> socketPath;
 
   bool tryReap();
+  void reaped(int waitStatus);
 };
 
 }  // namespace tractor

@@ -65,13 +65,15 @@ kj::Promise<void> OrphanReaper::watch() {
   });
 }
 
-void OrphanReaper::started(pid_t pid) {
-  tree.upsert(pid, [](pid_t&, pid_t) {});
+void OrphanReaper::started(pid_t pid, kj::StringPtr socketPath) {
+  tree.upsert(pid, kj::str(socketPath), [](kj::String& old, kj::String&& path) {
+    old = kj::mv(path);
+  });
   // It may have been adopted (and even have died) before its report arrived.
   sweep();
 }
 
-void OrphanReaper::reaped(pid_t pid) { tree.eraseMatch(pid); }
+void OrphanReaper::reaped(pid_t pid) { tree.erase(pid); }
 
 void OrphanReaper::sweep(bool wait) {
   for (pid_t pid: childrenOfThisProcess()) {
@@ -84,7 +86,10 @@ void OrphanReaper::sweep(bool wait) {
     } while (r < 0 && errno == EINTR);
     if (r == pid) {
       TRACTOR_LOG(WARNING, "reaped orphaned actor process ", pid, " (its parent died first)");
-      tree.eraseMatch(pid);
+      KJ_IF_MAYBE(path, tree.find(pid)) {
+        if (path->size() > 0) unlink(path->cStr());
+      }
+      tree.erase(pid);
     } else if (r == 0) {
       // Adopted and still running: its subtree is gone, so it goes too (its exit brings the next
       // SIGCHLD, and the next sweep reaps it).

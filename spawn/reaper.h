@@ -23,14 +23,15 @@ public:
   // none behind.
   KJ_DISALLOW_COPY(OrphanReaper);
 
-  void started(pid_t pid);
+  void started(pid_t pid, kj::StringPtr socketPath = nullptr);
   // A process of the tree now exists.
   void reaped(pid_t pid);
   // Its parent reaped it.
 
 private:
   kj::UnixEventPort& eventPort;
-  kj::HashSet<pid_t> tree;
+  kj::HashMap<pid_t, kj::String> tree;
+  // Each process of the tree, with the socket file to remove should the root reap it.
   kj::Promise<void> task;
 
   kj::Promise<void> watch();

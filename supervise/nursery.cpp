@@ -6,6 +6,7 @@
 #include <kj/debug.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include "kj-runtime/buffered-stream.h"
 #include "spawn/exec-spawn.h"
 #include "spawn/forkserver.h"
@@ -138,12 +139,19 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
   child->rpc = kj::heap<capnp::TwoPartyClient>(*child->connection);
   auto capability = child->rpc->bootstrap().castAs<schema::Actor>();
   TRACTOR_LOG(RUNTIME, "spawned ", child->id.toString());
-  actor.reportDescendant(child->process->pid(), true);
+  auto address = actor.childAddress(child->id);
+  kj::StringPtr socketPath;
+  if (address.transport == Transport::UDS) {
+    socketPath = address.path;
+    child->process->removeAfterExit(kj::str(address.path));
+  }
+  actor.reportDescendant(child->process->pid(), true, socketPath);
 
   auto request = capability.startRequest();
   auto spec = request.initSpec();
   child->id.copyTo(spec.initId());
   actor.id().copyTo(spec.initParent());
+  spec.setBindAddress(address.toString());
   kj::Vector<kj::StringPtr> modules;
   for (auto& m: options.enableModules) modules.add(m);
   KJ_IF_MAYBE(call, mainTask) {

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "kj-runtime/main.h"
 #include "spawn/forkserver.h"
@@ -49,16 +51,28 @@ TRACTOR_EXPOSE(spawn_test, identity);
 int64_t parentPid() { return getppid(); }
 TRACTOR_EXPOSE(spawn_test, parentPid);
 
+bool isOwnListener(int fd) {
+  // The socket this actor listens on for peers (bound to its own address).
+  struct sockaddr_un bound;
+  socklen_t length = sizeof(bound);
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&bound), &length) < 0) return false;
+  if (bound.sun_family != AF_UNIX) return false;
+  KJ_IF_MAYBE(own, tractor::Actor::current().address()) {
+    return own->path == bound.sun_path;
+  }
+  return false;
+}
+
 int64_t openFds() {
-  // Counts this process's fds that are sockets other than the parent connection: none of the
-  // parent's fds may leak into a child.
+  // Counts this process's fds that are sockets other than the parent connection and the actor's
+  // own listening socket: none of the parent's fds may leak into a child.
   int64_t count = 0;
   for (int fd = 4; fd < 256; fd++) {
     if (fcntl(fd, F_GETFD) < 0) continue;
     char path[64], target[256];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     ssize_t n = readlink(path, target, sizeof(target) - 1);
-    if (n > 0 && strncmp(target, "socket:", 7) == 0) count++;
+    if (n > 0 && strncmp(target, "socket:", 7) == 0 && !isOwnListener(fd)) count++;
   }
   return count;
 }

@@ -3,6 +3,7 @@
 
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include "devx/proctitle.h"
 #include "kj-runtime/main.h"
@@ -16,6 +17,15 @@ int main(int argc, char** argv) {
   }
   // Orphaned descendants are re-parented to the test process, where the leak audit sees them.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  // A runtime directory of its own (inherited by every actor and scenario it starts), so that
+  // the leak audit's socket-file check sees only this process's actors, also when several test
+  // processes run at once.
+  char dir[] = "/tmp/tractor-test-XXXXXX";
+  KJ_SYSCALL(mkdtemp(dir) == nullptr ? -1 : 0);
+  setenv("XDG_RUNTIME_DIR", dir, 1);
   doctest::Context context(argc, argv);
-  return context.run();
+  int code = context.run();
+  // Empty unless a test leaked a socket file (which it reported).
+  KJ_SYSCALL(system(kj::str("rm -rf '", dir, "'").cStr()));
+  return code;
 }
