@@ -20,6 +20,7 @@
 #include "kj-runtime/main.h"
 #include "spawn/exec-spawn.h"
 #include "tests/leak-audit.h"
+#include "tests/test-util.h"
 
 namespace {
 
@@ -31,6 +32,7 @@ using tractor::StreamOptions;
 using tractor::Task;
 using tractor::Value;
 using tractor::test::contains;
+using namespace tractor::test;
 
 constexpr kj::Duration HANG_DEADLINE = 30 * kj::SECONDS;
 // Catches hangs only: each test takes well under a second when the runtime is right.
@@ -48,140 +50,6 @@ constexpr kj::Duration SLOW_READER_PAUSE = 1 * kj::MILLISECONDS;
 // A reader that cannot keep up: a small buffer, and a pause after every item it reads.
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-kj::Promise<kj::Maybe<kj::Exception>> errorOf(kj::Promise<void> promise) {
-  // What `promise` raised; null once it succeeded.
-  return promise.then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
-                      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
-}
-
-bool isError(const kj::Exception& e, kj::StringPtr type) {
-  // True when `e` is of `type`, whether raised here or in another actor (also relayed).
-  return tractor::errorTypeName(e) == type || tractor::isRemoteError(e, type);
-}
-
-bool raised(const kj::Maybe<kj::Exception>& error, kj::StringPtr type) {
-  KJ_IF_MAYBE(e, error) {
-    return isError(*e, type);
-  }
-  return false;
-}
-
-bool raisedRemotely(const kj::Maybe<kj::Exception>& error, kj::StringPtr type) {
-  // True when `error` came from another actor and is of `type` there.
-  KJ_IF_MAYBE(e, error) {
-    return tractor::RemoteActorError::from(*e) != nullptr && tractor::isRemoteError(*e, type);
-  }
-  return false;
-}
-
-kj::String describe(const kj::Maybe<kj::Exception>& error) {
-  KJ_IF_MAYBE(e, error) {
-    return kj::str(e->getDescription());
-  }
-  return kj::str("(no error)");
-}
-
-doctest::String shown(const kj::Maybe<kj::Exception>& error) {
-  return doctest::String(describe(error).cStr());
-}
-
-kj::String typeOf(const kj::Maybe<kj::Exception>& error) {
-  // The error's type name ("" when there is none): what a child reports back to the test.
-  KJ_IF_MAYBE(e, error) {
-    return tractor::errorTypeName(*e);
-  }
-  return kj::str();
-}
-
-kj::String cancellerUuid(const kj::Maybe<kj::Exception>& error) {
-  // The uuid of the ContextCancelled's canceller ("" when there is none), read with
-  // cancellerOf(); also checks that RemoteActorError::canceller agrees.
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(c, tractor::cancellerOf(*e)) {
-      KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
-        KJ_IF_MAYBE(rc, r->canceller) {
-          CHECK(rc->uuid == c->uuid);
-        } else {
-          FAIL_CHECK("cancellerOf() names a canceller that RemoteActorError::canceller lacks");
-        }
-      }
-      return kj::str(c->uuid);
-    }
-  }
-  return kj::str();
-}
-
-kj::String cancellerName(const kj::Maybe<kj::Exception>& error) {
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(c, tractor::cancellerOf(*e)) {
-      return kj::str(c->name);
-    }
-  }
-  return kj::str();
-}
-
-kj::String senderUuid(const kj::Maybe<kj::Exception>& error) {
-  // The uuid of a StreamOverrun's sender ("" when there is none).
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
-      KJ_IF_MAYBE(s, r->sender) {
-        return kj::str(s->uuid);
-      }
-    }
-  }
-  return kj::str();
-}
-
-kj::String sourceUuid(const kj::Maybe<kj::Exception>& error) {
-  // The uuid of the actor a remote error was raised in ("" for a local error).
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
-      return kj::str(r->src.uuid);
-    }
-  }
-  return kj::str();
-}
-
-#define CHECK_CLEAN(error) CHECK_MESSAGE((error) == nullptr, shown(error))
-#define CHECK_RAISED(error, type) CHECK_MESSAGE(raised(error, type), shown(error))
-#define CHECK_RAISED_REMOTELY(error, type) \
-  CHECK_MESSAGE(raisedRemotely(error, type), shown(error))
-
-[[noreturn]] void rethrow(const kj::Exception& e) { kj::throwFatalException(kj::cp(e)); }
-
-class Gauge {
-  // A number in this process that tasks can wait for: the handshake behind the tests' "wait
-  // until" calls. Each process has its own (the root's are reset by every test).
-public:
-  int64_t value() const { return value_; }
-
-  void add(int64_t n = 1) {
-    value_ += n;
-    for (auto& waiter: waiters) waiter->fulfill();
-    waiters.clear();
-  }
-
-  Task<void> atLeast(int64_t n) {
-    // Resolves once the value is at least `n`.
-    while (value_ < n) co_await changed();
-  }
-
-  void reset() {
-    value_ = 0;
-    waiters.clear();
-  }
-
-private:
-  int64_t value_ = 0;
-  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
-
-  kj::Promise<void> changed() {
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    waiters.add(kj::mv(paf.fulfiller));
-    return kj::mv(paf.promise);
-  }
-};
 
 Gauge cutFrames;
 // Probed task frames destroyed before their task finished: cancelled (or ended by an error).

@@ -43,6 +43,7 @@
 #include "kj-runtime/registrar.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
+#include "tests/test-util.h"
 
 namespace {
 
@@ -56,6 +57,7 @@ using tractor::StreamOptions;
 using tractor::Task;
 using tractor::Transport;
 using tractor::Value;
+using namespace tractor::test;
 using tractor::test::contains;
 
 constexpr kj::Duration HANG_DEADLINE = 30 * kj::SECONDS;
@@ -74,56 +76,6 @@ constexpr const char* TRANSPORT_ENV = "TRACTOR_TEST_TRANSPORT";
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-kj::Promise<kj::Maybe<kj::Exception>> errorOf(kj::Promise<void> promise) {
-  // What `promise` raised; null once it succeeded.
-  return promise.then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
-                      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
-}
-
-kj::String describe(const kj::Maybe<kj::Exception>& error) {
-  KJ_IF_MAYBE(e, error) {
-    return kj::str(e->getDescription());
-  }
-  return kj::str("(no error)");
-}
-
-doctest::String shown(const kj::Maybe<kj::Exception>& error) {
-  return doctest::String(describe(error).cStr());
-}
-
-doctest::String ds(kj::StringPtr text) {
-  // For doctest messages (which print a char* as a pointer).
-  return doctest::String(text.cStr());
-}
-
-bool raised(const kj::Maybe<kj::Exception>& error, kj::StringPtr type) {
-  KJ_IF_MAYBE(e, error) {
-    return tractor::errorTypeName(*e) == type || tractor::isRemoteError(*e, type);
-  }
-  return false;
-}
-
-kj::String sourceUuid(const kj::Maybe<kj::Exception>& error) {
-  // The uuid of the actor a remote error was raised in ("" for a local error).
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(r, tractor::RemoteActorError::from(*e)) {
-      return kj::str(r->src.uuid);
-    }
-  }
-  return kj::str();
-}
-
-kj::String cancellerUuid(const kj::Maybe<kj::Exception>& error) {
-  KJ_IF_MAYBE(e, error) {
-    KJ_IF_MAYBE(c, tractor::cancellerOf(*e)) {
-      return kj::str(c->uuid);
-    }
-  }
-  return kj::str();
-}
-
-#define CHECK_CLEAN(error) CHECK_MESSAGE((error) == nullptr, shown(error))
-#define CHECK_RAISED(error, type) CHECK_MESSAGE(raised(error, type), shown(error))
 
 kj::String listed(kj::ArrayPtr<const Registration> entries) {
   // "name uuid address; ..." for messages.
@@ -191,36 +143,6 @@ uint16_t freeTcpPort() {
   return ntohs(sa.sin_port);
 }
 
-class Gauge {
-  // A number in this process that tasks can wait for: the handshake behind "wait until" calls.
-public:
-  int64_t value() const { return value_; }
-
-  void add(int64_t n = 1) {
-    value_ += n;
-    for (auto& waiter: waiters) waiter->fulfill();
-    waiters.clear();
-  }
-
-  Task<void> atLeast(int64_t n) {
-    while (value_ < n) co_await changed();
-  }
-
-  void reset() {
-    value_ = 0;
-    waiters.clear();
-  }
-
-private:
-  int64_t value_ = 0;
-  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
-
-  kj::Promise<void> changed() {
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    waiters.add(kj::mv(paf.fulfiller));
-    return kj::mv(paf.promise);
-  }
-};
 
 Gauge hellos;
 // In an actor: how many `hello` calls it got ...
