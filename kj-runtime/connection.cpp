@@ -162,12 +162,13 @@ PeerConnection::PeerConnection(Actor& actor, kj::Own<kj::AsyncIoStream> raw, Act
     : peerId(kj::mv(peer)), registrar(peerIsRegistrar),
       stream((tuneTcp(*raw), kj::heap<BufferedStream>(kj::mv(raw)))),
       rpc(*stream, actor.serve(peerId.clone()),
-          accepted ? capnp::rpc::twoparty::Side::SERVER : capnp::rpc::twoparty::Side::CLIENT) {}
+          accepted ? capnp::rpc::twoparty::Side::SERVER : capnp::rpc::twoparty::Side::CLIENT),
+      peerActor(rpc.bootstrap().castAs<schema::Actor>()) {}
 
 PeerConnection::~PeerConnection() noexcept(false) {}
 
 Portal PeerConnection::portal() {
-  return Portal(rpc.bootstrap().castAs<schema::Actor>(), peerId.clone(), kj::addRef(*this));
+  return Portal(peerActor, peerId.clone(), kj::addRef(*this));
 }
 
 kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address) {

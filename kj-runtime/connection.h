@@ -55,6 +55,8 @@ private:
   bool registrar;
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyClient rpc;
+  schema::Actor::Client peerActor;
+  // The peer's bootstrap capability, asked for once: every portal shares it.
 };
 
 kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address);
