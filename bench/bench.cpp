@@ -32,6 +32,18 @@
 //   a slow reader stalls the sender instead of failing it. Floor: a helper process writes N items
 //   to a socketpair, one `write` of the item's size each, while the root reads with 64 KiB reads
 //   until it has every byte; one floor run before each runtime run.
+// - peer_run_rtt_uds, peer_run_rtt_tcp: two sibling actors, "server" and "client", started by the
+//   root; the client finds the server by name (`findActor`, through the root, which is the
+//   registrar) and calls `Portal::run(echo, i)` on it sequentially over their own connection: a
+//   Unix socket, or TCP on 127.0.0.1 (a second root, run with `Transport::TCP`). The client
+//   times each round trip. Floor: the socketpair ping-pong, in blocks interleaved with these.
+// - peer_stream_8b_uds/_tcp, peer_stream_1k_uds/_tcp: stream_throughput_8b and _1k between the
+//   same siblings (the client reads, the server produces). Floor: the socketpair stream floor,
+//   one run before each.
+// - find_actor_uds, find_actor_tcp (information): `findActor("server")` in the client once it is
+//   connected to the server: a registrar query through the parent plus the peer table lookup.
+// - connect_to_uds, connect_to_tcp (information): `connectTo(address)` from the client to the
+//   server: a new connection and its handshake, what a first `findActor` adds to find_actor.
 //
 // Each floor is measured in the same run, interleaved with its figure (one floor sample before
 // each spawn run; alternating blocks of 1,000 round trips; one throughput floor run before each
@@ -220,6 +232,9 @@ struct Config {
   int64_t smallItems = 500000;
   int64_t largeItems = 100000;
   // Items per stream_throughput run: 8-byte items, 1 KiB items.
+  int findCalls = 5000;
+  int connects = 200;
+  // find_actor lookups and connect_to connections per transport.
   bool jsonOnly = false;
 };
 
@@ -254,7 +269,26 @@ struct Measurements {
   Samples idlePss;
   Samples idlePrivate;
   // Per idle actor, in KiB (from /proc/<pid>/smaps_rollup, 32 actors running).
+  struct Peers {
+    // Between two sibling actors that found each other through the registrar, on one transport.
+    Samples rtt;
+    Samples pingPong;
+    // peer_run_rtt and its own interleaved ping-pong floor.
+    Samples streamSmall;
+    Samples streamLarge;
+    Samples socketSmall;
+    Samples socketLarge;
+    // Items per second, as for stream_throughput_*.
+    Samples find;
+    Samples connect;
+  };
+  Peers peers[2];
+  // [UDS], [TCP]
 };
+
+constexpr int UDS = 0;
+constexpr int TCP = 1;
+// Indexes of Measurements::peers.
 
 Config config;
 Measurements measured;
@@ -657,6 +691,125 @@ tractor::Task<void> measureStreamThroughput() {
   });
 }
 
+// ---- peers found through the registrar ---------------------------------------------------------
+
+tractor::Task<tractor::Portal> findPeer(kj::String name) {
+  kj::Maybe<tractor::Portal> found = co_await tractor::findActor(name);
+  KJ_IF_MAYBE(portal, found) {
+    co_return *portal;
+  }
+  KJ_FAIL_REQUIRE("no actor is registered under this name", name);
+}
+
+tractor::Task<std::vector<double>> peerRttBlock(kj::String peerName, int64_t first,
+                                                int64_t count) {
+  // In the client: `count` sequential `Portal::run(echo)` round trips with the sibling
+  // `peerName`, found through the registrar; the time of each, in µs.
+  tractor::Portal peer = co_await findPeer(kj::mv(peerName));
+  std::vector<double> samples;
+  samples.reserve(count);
+  for (int64_t i = 0; i < count; i++) {
+    int64_t value = first + i;
+    auto start = Clock::now();
+    int64_t answer = co_await peer.run(echo, value);
+    double elapsed = microsSince(start);
+    KJ_REQUIRE(answer == value, "wrong result from echo()", answer, value);
+    samples.push_back(elapsed);
+  }
+  co_return samples;
+}
+TRACTOR_EXPOSE(bench, peerRttBlock);
+
+tractor::Task<double> peerStreamRun(kj::String peerName, int64_t count, int64_t size) {
+  // In the client: one stream_throughput run from the sibling `peerName`; items per second.
+  tractor::Portal peer = co_await findPeer(kj::mv(peerName));
+  double rate = co_await streamRun(peer, count, size);
+  co_return rate;
+}
+TRACTOR_EXPOSE(bench, peerStreamRun);
+
+tractor::Task<std::vector<double>> timeFindActor(kj::String peerName, int64_t count) {
+  // In the client: `count` lookups of `peerName`, each timed (µs).
+  std::vector<double> samples;
+  samples.reserve(count);
+  for (int64_t i = 0; i < count; i++) {
+    auto start = Clock::now();
+    kj::Maybe<tractor::Portal> found = co_await tractor::findActor(peerName);
+    double elapsed = microsSince(start);
+    KJ_REQUIRE(found != nullptr, "findActor() found nothing", peerName);
+    samples.push_back(elapsed);
+  }
+  co_return samples;
+}
+TRACTOR_EXPOSE(bench, timeFindActor);
+
+tractor::Task<std::vector<double>> timeConnectTo(kj::String peerName, int64_t count) {
+  // In the client: `count` new connections to `peerName`'s address, each timed (µs). They stay
+  // open until the client ends.
+  kj::Maybe<tractor::Address> where = co_await tractor::queryActor(peerName);
+  KJ_IF_MAYBE(address, where) {
+    std::vector<double> samples;
+    samples.reserve(count);
+    for (int64_t i = 0; i < count; i++) {
+      auto start = Clock::now();
+      tractor::Portal peer = co_await tractor::connectTo(*address);
+      double elapsed = microsSince(start);
+      KJ_REQUIRE(peer.actorId().name == peerName, "another actor answered", peer.actorId().name);
+      samples.push_back(elapsed);
+    }
+    co_return samples;
+  }
+  KJ_FAIL_REQUIRE("no actor is registered under this name", peerName);
+}
+TRACTOR_EXPOSE(bench, timeConnectTo);
+
+void append(Samples& to, const std::vector<double>& from) {
+  to.insert(to.end(), from.begin(), from.end());
+}
+
+tractor::Task<void> measurePeers(int transport) {
+  // The peer figures on the transport of the running root (UDS or TCP).
+  co_await tractor::openNursery([transport](tractor::ActorNursery& n) -> tractor::Task<void> {
+    auto& m = measured.peers[transport];
+    co_await n.startActor("server", tractor::enable("bench"));
+    tractor::Portal client = co_await n.startActor("client", tractor::enable("bench"));
+
+    // Round trips: one warm-up of each (the client connects to the server in its first block),
+    // then alternating blocks of floor and runtime round trips.
+    pingPongBlock(config.rttWarmup, nullptr);
+    co_await client.run(peerRttBlock, "server", 0, config.rttWarmup);
+    int64_t next = config.rttWarmup;
+    for (int done = 0; done < config.rttCalls;) {
+      int block = std::min(config.rttBlock, config.rttCalls - done);
+      pingPongBlock(block, &m.pingPong);
+      std::vector<double> samples = co_await client.run(peerRttBlock, "server", next, block);
+      append(m.rtt, samples);
+      next += block;
+      done += block;
+    }
+
+    // Streams: a warm-up, then floor and runtime runs alternating.
+    socketStreamRun(config.smallItems / 10, 8);
+    co_await client.run(peerStreamRun, "server", config.smallItems / 10, 8);
+    for (int run = 0; run < config.streamRuns; run++) {
+      m.socketSmall.push_back(socketStreamRun(config.smallItems, 8));
+      double rate = co_await client.run(peerStreamRun, "server", config.smallItems, 8);
+      m.streamSmall.push_back(rate);
+    }
+    for (int run = 0; run < config.streamRuns; run++) {
+      m.socketLarge.push_back(socketStreamRun(config.largeItems, 1024));
+      double rate = co_await client.run(peerStreamRun, "server", config.largeItems, 1024);
+      m.streamLarge.push_back(rate);
+    }
+
+    // Discovery.
+    std::vector<double> finds = co_await client.run(timeFindActor, "server", config.findCalls);
+    append(m.find, finds);
+    std::vector<double> connects = co_await client.run(timeConnectTo, "server", config.connects);
+    append(m.connect, connects);
+  });
+}
+
 tractor::Task<void> measureTeardown() {
   for (int run = -1; run < config.teardownRuns; run++) {
     Clock::time_point blockEnd;
@@ -809,6 +962,12 @@ tractor::Task<void> rootMain() {
   co_await measureTeardown();
   co_await measureErrorToReapedEight();
   co_await measureErrorToReapedTree();
+  co_await measurePeers(UDS);
+}
+
+tractor::Task<void> tcpRootMain() {
+  // The second root, whose tree listens on TCP (127.0.0.1).
+  co_await measurePeers(TCP);
 }
 
 // =======================================================================================
@@ -933,6 +1092,19 @@ void report() {
        "information: exec of this binary exiting at the top of main", nullptr},
       {"context_stream_rtt", &measured.contextRtt, "socketpair_pingpong",
        &measured.contextPingPong, "target: p50 within 3x the floor", nullptr},
+      {"peer_run_rtt_uds", &measured.peers[UDS].rtt, "socketpair_pingpong",
+       &measured.peers[UDS].pingPong, "siblings found through the registrar, over UDS", nullptr},
+      {"peer_run_rtt_tcp", &measured.peers[TCP].rtt, "socketpair_pingpong",
+       &measured.peers[TCP].pingPong, "siblings found through the registrar, over TCP 127.0.0.1",
+       nullptr},
+      {"find_actor_uds", &measured.peers[UDS].find, nullptr, nullptr,
+       "information: findActor of a registered, connected sibling", nullptr},
+      {"find_actor_tcp", &measured.peers[TCP].find, nullptr, nullptr,
+       "information: findActor of a registered, connected sibling", nullptr},
+      {"connect_to_uds", &measured.peers[UDS].connect, nullptr, nullptr,
+       "information: connectTo a sibling: new connection and handshake", nullptr},
+      {"connect_to_tcp", &measured.peers[TCP].connect, nullptr, nullptr,
+       "information: connectTo a sibling: new connection and handshake", nullptr},
       {"scale_1000_spawn", &measured.scaleSpawn, nullptr, nullptr,
        "one sample; target: under 3 s", "under 3 s"},
       {"scale_1000_reap", &measured.scaleReap, nullptr, nullptr,
@@ -945,6 +1117,14 @@ void report() {
        &measured.socketSmall, 8, ">= 1,000,000 items/s"},
       {"stream_throughput_1k", &measured.streamLarge, "socketpair_stream_1k",
        &measured.socketLarge, 1024, "at least half the floor"},
+      {"peer_stream_8b_uds", &measured.peers[UDS].streamSmall, "socketpair_stream_8b",
+       &measured.peers[UDS].socketSmall, 8, "none (information)"},
+      {"peer_stream_1k_uds", &measured.peers[UDS].streamLarge, "socketpair_stream_1k",
+       &measured.peers[UDS].socketLarge, 1024, "none (information)"},
+      {"peer_stream_8b_tcp", &measured.peers[TCP].streamSmall, "socketpair_stream_8b",
+       &measured.peers[TCP].socketSmall, 8, "none (information)"},
+      {"peer_stream_1k_tcp", &measured.peers[TCP].streamLarge, "socketpair_stream_1k",
+       &measured.peers[TCP].socketLarge, 1024, "none (information)"},
   };
   for (auto& figure: shown) printJson(figure);
   for (auto& figure: throughputs) printThroughputJson(figure);
@@ -981,6 +1161,8 @@ bool parseArguments(int argc, char** argv) {
       config.streamRuns = 2;
       config.smallItems = 5000;
       config.largeItems = 2000;
+      config.findCalls = 200;
+      config.connects = 20;
     } else if (strcmp(argv[i], "--json-only") == 0) {
       config.jsonOnly = true;
     } else {
@@ -1004,6 +1186,11 @@ int main(int argc, char** argv) {
   startStreamHelper();
   // The root serves `bench` too: the error_to_reaped_14 supervisors report readiness to it.
   int code = tractor::main(argc, argv, rootMain, tractor::RootOptions().enable("bench"));
+  // The TCP peer figures need a tree listening on TCP: a second root, after the first has ended.
+  if (code == 0) {
+    code = tractor::main(argc, argv, tcpRootMain,
+                         tractor::RootOptions().withTransport(tractor::Transport::TCP));
+  }
   stopStreamHelper();
   stopPingPongHelper();
   if (code != 0) {

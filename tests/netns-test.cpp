@@ -38,9 +38,11 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+#include "kj-runtime/connection.h"
 #include "kj-runtime/main.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
+#include "tests/test-util.h"
 
 namespace {
 
@@ -52,6 +54,10 @@ using tractor::StreamOptions;
 using tractor::Task;
 using tractor::Value;
 using tractor::test::contains;
+using tractor::test::errorOf;
+using tractor::test::Gauge;
+using tractor::test::raised;
+using tractor::test::shown;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* HOST_A_IP = "10.199.7.1";
@@ -64,10 +70,11 @@ constexpr kj::Duration HANG_DEADLINE = 90 * kj::SECONDS;
 // Catches hangs of host B's tree only.
 constexpr kj::Duration WAIT_DEADLINE = 10 * kj::SECONDS;
 // For a handshake that waits for something the runtime must do on its own (a cancellation).
-constexpr kj::Duration LINK_LOSS_DEADLINE = 30 * kj::SECONDS;
-// How long after the link is cut each side may take to notice. The issue asks for "a bounded
-// time"; the runtime's own limits (connection.h) are CONNECT_TIMEOUT (3 s) and
-// HANDSHAKE_TIMEOUT (10 s), which apply to new connections only.
+constexpr kj::Duration LINK_LOSS_DEADLINE =
+    3 * tractor::TCP_USER_TIMEOUT_MS * kj::MILLISECONDS;
+// How long after the link is cut each side may take to notice: three times the runtime's limit
+// (connection.h: a TCP peer that stops answering is noticed within about 5 s, by keepalive when
+// idle or TCP_USER_TIMEOUT with data in flight).
 constexpr auto READY_DEADLINE = std::chrono::seconds(15);
 // How long host A may take to listen.
 constexpr auto STOP_DEADLINE = std::chrono::seconds(10);
@@ -169,7 +176,8 @@ CommandResult runCommand(const std::vector<std::string>& args) {
   return result;
 }
 
-std::string describe(const std::vector<std::string>& args, const CommandResult& result) {
+std::string describeCommand(const std::vector<std::string>& args,
+                            const CommandResult& result) {
   std::string text = "`";
   for (size_t i = 0; i < args.size(); i++) text += (i == 0 ? "" : " ") + args[i];
   text += "` failed (" + std::string(tractor::test::describeStatus(result.status).cStr()) + ")";
@@ -284,7 +292,7 @@ public:
     steps.push_back({ip, "-n", b, "link", "set", "veth-b", "up"});
     for (size_t i = 0; i < steps.size(); i++) {
       auto result = runCommand(steps[i]);
-      if (!result.ok()) return describe(steps[i], result);
+      if (!result.ok()) return describeCommand(steps[i], result);
     }
     // Joining B is what the test does with its own thread: find out now whether it may.
     auto joined = kj::runCatchingExceptions([&]() { InNamespace probe(b); });
@@ -298,7 +306,7 @@ public:
     // `ip link set veth-b down` in B: B loses its route to A, and A's end loses its carrier.
     std::vector<std::string> args = {ip, "-n", b, "link", "set", "veth-b", "down"};
     auto result = runCommand(args);
-    KJ_REQUIRE(result.ok(), describe(args, result));
+    KJ_REQUIRE(result.ok(), describeCommand(args, result));
   }
 
   bool remove() {
@@ -420,34 +428,6 @@ private:
 };
 
 // ---- the module both hosts serve: "netns" ----------------------------------------------------
-
-class Gauge {
-  // A number in this process that tasks can wait for (as in context-test.cpp).
-public:
-  int64_t value() const { return value_; }
-  void add() {
-    ++value_;
-    for (auto& waiter: waiters) waiter->fulfill();
-    waiters.clear();
-  }
-  Task<void> atLeast(int64_t n) {
-    while (value_ < n) co_await changed();
-  }
-  void reset() {
-    value_ = 0;
-    waiters.clear();
-  }
-
-private:
-  int64_t value_ = 0;
-  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
-
-  kj::Promise<void> changed() {
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    waiters.add(kj::mv(paf.fulfiller));
-    return kj::mv(paf.promise);
-  }
-};
 
 Gauge tasksStarted;
 // Probed tasks that started in this process.
@@ -623,33 +603,6 @@ namespace {
 
 // ---- running the two hosts ---------------------------------------------------------------------
 
-kj::Promise<kj::Maybe<kj::Exception>> errorOf(kj::Promise<void> promise) {
-  // What `promise` raised; null once it succeeded.
-  return promise.then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
-                      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
-}
-
-kj::String describeError(const kj::Maybe<kj::Exception>& error) {
-  KJ_IF_MAYBE(e, error) {
-    return kj::str(e->getDescription());
-  }
-  return kj::str("(no error)");
-}
-
-doctest::String shown(const kj::Maybe<kj::Exception>& error) {
-  return doctest::String(describeError(error).cStr());
-}
-
-bool raised(const kj::Maybe<kj::Exception>& error, kj::StringPtr type) {
-  KJ_IF_MAYBE(e, error) {
-    return tractor::errorTypeName(*e) == type || tractor::isRemoteError(*e, type);
-  }
-  return false;
-}
-
-#define CHECK_CLEAN(error) CHECK_MESSAGE((error) == nullptr, shown(error))
-#define CHECK_RAISED(error, type) CHECK_MESSAGE(raised(error, type), shown(error))
-
 kj::Promise<void> deadline(kj::Promise<void> promise) {
   return tractor::failAfter(tractor::Actor::current().timer(), WAIT_DEADLINE, kj::mv(promise));
 }
@@ -753,10 +706,21 @@ Task<void> watch(kj::Promise<void> work, Watched* watched) {
   watched->endedAt = Clock::now();
 }
 
+kj::String millis(double ms) {
+  // "1234.5"
+  char text[32];
+  snprintf(text, sizeof(text), "%.1f", ms);
+  return kj::str(text);
+}
+
 kj::String noticed(const Watched& watched, Clock::time_point cutAt) {
-  // "after 123.4 ms: <error>" or "not noticed".
+  // "after 1234.5 ms (<error type>)" or "not noticed".
   KJ_IF_MAYBE(at, watched.endedAt) {
-    return kj::str("after ", millisBetween(cutAt, *at), " ms: ", describeError(watched.error));
+    kj::String how = kj::str("no error");
+    KJ_IF_MAYBE(e, watched.error) {
+      how = tractor::errorTypeName(*e);
+    }
+    return kj::str("after ", millis(millisBetween(cutAt, *at)), " ms (", how, ")");
   }
   return kj::str("not noticed");
 }
@@ -988,24 +952,29 @@ TEST_SUITE("multiproc") {
     run.tearDown();
     audit.check();
 
-    std::string report = "link cut; host B root: stream " + std::string(noticed(stream, cutAt).cStr()) +
-                         "; call " + noticed(call, cutAt).cStr() + "; chain " +
-                         noticed(chain, cutAt).cStr() + "; worker-b's task for host A " +
-                         noticed(workerTask, cutAt).cStr() + "; host A cut";
+    // What each side noticed, and when: the figures the issue asks to report.
+    kj::Vector<kj::String> parts;
+    parts.add(kj::str("host B's root: stream ", noticed(stream, cutAt)));
+    parts.add(kj::str("call ", noticed(call, cutAt)));
+    parts.add(kj::str("call chain ", noticed(chain, cutAt)));
+    parts.add(kj::str("worker-b's task for host A cut ", noticed(workerTask, cutAt)));
     for (size_t i = 0; i < cutOnA.size(); i++) {
-      report += " " + cutOnA[i] + " after " + std::to_string(cutOnAMs[i]) + " ms";
+      parts.add(kj::str("host A cut ", cutOnA[i].c_str(), " after ", millis(cutOnAMs[i]), " ms"));
     }
-    if (cutOnA.empty()) report += " nothing";
-    report += "; host B teardown after the block " + std::to_string(teardownMs) + " ms";
-    MESSAGE(report);
+    if (cutOnA.empty()) parts.add(kj::str("host A cut nothing"));
+    parts.add(kj::str("host B's teardown after its block ", millis(teardownMs), " ms"));
+    auto report = kj::str("link cut: ", kj::strArray(parts, "; "));
+    MESSAGE(tractor::test::ds(report));
 
-    CHECK_MESSAGE(allNoticed, "host B did not notice the cut link within 30 s");
+    CHECK_MESSAGE(allNoticed, "host B did not notice the cut link within "
+                                  << LINK_LOSS_DEADLINE / kj::SECONDS << " s");
     // Each piece of work that ended did so for the right reason.
     for (auto* w: {&stream, &call, &chain}) {
       if (w->endedAt != nullptr) CHECK_RAISED(w->error, tractor::TRANSPORT_CLOSED);
     }
     if (workerTask.endedAt != nullptr) CHECK_CLEAN(workerTask.error);
-    CHECK_MESSAGE(cutOnA.size() == 3, "host A did not cut its 3 tasks for host B within 30 s");
+    CHECK_MESSAGE(cutOnA.size() == 3, "host A did not cut its 3 tasks for host B within "
+                                          << LINK_LOSS_DEADLINE / kj::SECONDS << " s");
     CHECK(teardownMs < 5000);
   }
 }
