@@ -98,6 +98,23 @@ kj::String runtimeDir() {
   return dir;
 }
 
+UnixSocketState probeUnixSocket(kj::StringPtr path) {
+  struct stat info;
+  if (lstat(path.cStr(), &info) < 0) return UnixSocketState::ABSENT;
+  if (!S_ISSOCK(info.st_mode)) return UnixSocketState::NOT_A_SOCKET;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  KJ_REQUIRE(fd >= 0, "socket() failed", strerror(errno));
+  KJ_DEFER(close(fd));
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.cStr(), sizeof(addr.sun_path) - 1);
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) == 0) {
+    return UnixSocketState::LISTENING;
+  }
+  return errno == ECONNREFUSED ? UnixSocketState::STALE : UnixSocketState::ABSENT;
+}
+
 void removeStaleSockets(kj::Duration minAge) {
   auto dir = runtimeDir();
   DIR* handle = opendir(dir.cStr());
@@ -109,18 +126,9 @@ void removeStaleSockets(kj::Duration minAge) {
     if (!name.endsWith(".sock")) continue;
     auto path = kj::str(dir, '/', name);
     struct stat info;
-    if (lstat(path.cStr(), &info) < 0 || !S_ISSOCK(info.st_mode)) continue;
+    if (lstat(path.cStr(), &info) < 0) continue;
     if ((now - info.st_mtime) * kj::SECONDS < minAge) continue;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return;
-    struct sockaddr_un addr;
-    memset(&addr, 0, sizeof(addr));
-    addr.sun_family = AF_UNIX;
-    strncpy(addr.sun_path, path.cStr(), sizeof(addr.sun_path) - 1);
-    bool answered = connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) == 0;
-    bool refused = !answered && errno == ECONNREFUSED;
-    close(fd);
-    if (refused) unlink(path.cStr());
+    if (probeUnixSocket(path) == UnixSocketState::STALE) unlink(path.cStr());
   }
 }
 

@@ -54,6 +54,19 @@ kj::String runtimeDir();
 // Created with mode 0700 on first use; refuses (KJ_REQUIRE) a directory of another owner or one
 // others can enter.
 
+enum class UnixSocketState: uint8_t {
+  ABSENT,
+  // No socket file there.
+  STALE,
+  // A socket file nobody listens at (its actor died without removing it).
+  LISTENING,
+  NOT_A_SOCKET,
+  // Something else (a file, a directory): never touched.
+};
+
+UnixSocketState probeUnixSocket(kj::StringPtr path);
+// A blocking connect (which on a local socket answers at once) to see what is at `path`.
+
 void removeStaleSockets(kj::Duration minAge);
 // Removes the socket files in `runtimeDir()` at least `minAge` old that nothing listens at any
 // more: left behind by actors that were killed with their whole tree (a SIGKILLed root). Every

@@ -76,26 +76,19 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> openStream(const Address& address) {
       });
 }
 
-bool answersAt(const kj::String& path) {
-  // Whether something accepts connections on the unix socket at `path` (a blocking connect,
-  // which on a local socket answers at once).
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  KJ_REQUIRE(fd >= 0, "socket() failed", strerror(errno));
-  KJ_DEFER(close(fd));
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  strncpy(addr.sun_path, path.cStr(), sizeof(addr.sun_path) - 1);
-  return connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) == 0;
-}
-
 kj::AutoCloseFd bindSocket(const Address& address, Address& bound) {
   bound = address.clone();
   if (address.transport == Transport::UDS) {
-    if (access(address.path.cStr(), F_OK) == 0) {
-      KJ_REQUIRE(!answersAt(address.path), "another process listens at this address",
-                 address);
-      unlink(address.path.cStr());  // stale: its actor died without removing it
+    switch (probeUnixSocket(address.path)) {
+      case UnixSocketState::ABSENT:
+        break;
+      case UnixSocketState::STALE:
+        unlink(address.path.cStr());  // its actor died without removing it
+        break;
+      case UnixSocketState::LISTENING:
+        KJ_FAIL_REQUIRE("another process listens at this address", address);
+      case UnixSocketState::NOT_A_SOCKET:
+        KJ_FAIL_REQUIRE("something other than a socket is at this address", address);
     }
     int fd;
     KJ_SYSCALL(fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
