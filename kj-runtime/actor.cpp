@@ -166,7 +166,8 @@ const FunctionInfo& Actor::lookup(schema::Call::Reader call, FunctionKind kind) 
   }
   if (cancelCalled()) {
     kj::throwFatalException(typedError(
-        CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is shutting down: it was cancelled")));
+        CONTEXT_CANCELLED,
+        kj::str("actor ", id_.toString(), " is shutting down: it was cancelled")));
   }
   if (!isModuleEnabled(module)) {
     kj::throwFatalException(typedError(

@@ -176,7 +176,8 @@ kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address) {
         });
   });
   return within(kj::mv(handshaken), CONNECT_TIMEOUT, kj::str("connecting to ", address))
-      .catch_([address = address.clone()](kj::Exception&& e) -> kj::Promise<kj::Own<PeerConnection>> {
+      .catch_([address = address.clone()](
+                  kj::Exception&& e) -> kj::Promise<kj::Own<PeerConnection>> {
         return unreachable(address, e);
       });
 }

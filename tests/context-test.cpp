@@ -529,16 +529,6 @@ kj::Promise<void> deadline(kj::Promise<void> promise) {
   return tractor::failAfter(tractor::Actor::current().timer(), WAIT_DEADLINE, kj::mv(promise));
 }
 
-struct LoneActor {
-  // A daemon in a nursery of its own, apart from the work that uses it: when a test kills it,
-  // its nursery fails (one-cancels-all) without cancelling the work that observes the death.
-  Portal portal;
-  kj::Own<kj::PromiseFulfiller<void>> release;
-  // Ends the nursery's block (and so tears the actor down, if it still runs).
-  kj::Promise<kj::Maybe<kj::Exception>> supervision;
-  // What the nursery raised.
-};
-
 Task<void> processExit(pid_t pid) {
   // Resolves once process `pid` (a child the runtime reaps) has exited, watched through a pidfd
   // of our own.
@@ -549,25 +539,6 @@ Task<void> processExit(pid_t pid) {
   kj::UnixEventPort::FdObserver observer(tractor::Actor::current().io().unixEventPort, fd,
                                          kj::UnixEventPort::FdObserver::OBSERVE_READ);
   co_await observer.whenBecomesReadable();
-}
-
-kj::Promise<LoneActor> startLoneActor(kj::StringPtr name) {
-  auto started = kj::newPromiseAndFulfiller<Portal>();
-  auto release = kj::newPromiseAndFulfiller<void>();
-  auto supervision =
-      errorOf(tractor::openNursery(
-                  [name = kj::str(name), onStarted = kj::mv(started.fulfiller),
-                   released = kj::mv(release.promise)](ActorNursery& n) mutable -> Task<void> {
-                    Portal p = co_await n.startActor(name, tractor::enable("context_test"));
-                    onStarted->fulfill(kj::mv(p));
-                    co_await kj::mv(released);
-                  }))
-          .eagerlyEvaluate(nullptr);
-  return started.promise.then(
-      [release = kj::mv(release.fulfiller),
-       supervision = kj::mv(supervision)](Portal&& portal) mutable {
-        return LoneActor{kj::mv(portal), kj::mv(release), kj::mv(supervision)};
-      });
 }
 
 }  // namespace
@@ -1145,7 +1116,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> scope;
     kj::Maybe<kj::Exception> supervision;
     auto error = runTree([&](ActorNursery&) -> Task<void> {
-      LoneActor victim = co_await startLoneActor("victim");
+      LoneActor victim = co_await startLoneActor("victim", "context_test");
       Portal& p = victim.portal;
       auto victimPid = static_cast<pid_t>(co_await p.run(pid));
       CHECK(static_cast<uint32_t>(victimPid) == p.actorId().pid);
@@ -1229,7 +1200,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> scope;
     kj::Maybe<kj::Exception> supervision;
     auto error = runTree([&](ActorNursery&) -> Task<void> {
-      LoneActor breaker = co_await startLoneActor("breaker");
+      LoneActor breaker = co_await startLoneActor("breaker", "context_test");
       Portal& p = breaker.portal;
       auto breakerPid = static_cast<pid_t>(co_await p.run(pid));
       kj::Promise<void> exit = processExit(breakerPid);
@@ -1273,7 +1244,7 @@ TEST_SUITE("multiproc") {
     kj::String sinkEnd;
     int64_t receivedAtKill = 0;
     auto error = runTree([&](ActorNursery&) -> Task<void> {
-      LoneActor streamer = co_await startLoneActor("streamer");
+      LoneActor streamer = co_await startLoneActor("streamer", "context_test");
       Portal& p = streamer.portal;
       auto streamerPid = static_cast<pid_t>(co_await p.run(pid));
       auto call = errorOf(p.run(streamToParent, LONG_STREAM)).eagerlyEvaluate(nullptr);

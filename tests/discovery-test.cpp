@@ -163,35 +163,6 @@ Address requiredAddress(kj::Maybe<Address> maybe, kj::StringPtr what) {
   KJ_FAIL_REQUIRE("no address found", what);
 }
 
-struct LoneActor {
-  // A daemon in a nursery of its own, apart from the work that uses it: when a test kills it,
-  // its nursery fails (one-cancels-all) without cancelling the work that observes the death.
-  Portal portal;
-  kj::Own<kj::PromiseFulfiller<void>> release;
-  // Ends the nursery's block (and so tears the actor down, if it still runs).
-  kj::Promise<kj::Maybe<kj::Exception>> supervision;
-  // What the nursery raised.
-};
-
-kj::Promise<LoneActor> startLoneActor(kj::StringPtr name) {
-  auto started = kj::newPromiseAndFulfiller<Portal>();
-  auto release = kj::newPromiseAndFulfiller<void>();
-  auto supervision =
-      errorOf(tractor::openNursery(
-                  [name = kj::str(name), onStarted = kj::mv(started.fulfiller),
-                   released = kj::mv(release.promise)](ActorNursery& n) mutable -> Task<void> {
-                    Portal p = co_await n.startActor(name, tractor::enable("discovery_test"));
-                    onStarted->fulfill(kj::mv(p));
-                    co_await kj::mv(released);
-                  }))
-          .eagerlyEvaluate(nullptr);
-  return started.promise.then(
-      [release = kj::mv(release.fulfiller),
-       supervision = kj::mv(supervision)](Portal&& portal) mutable {
-        return LoneActor{kj::mv(portal), kj::mv(release), kj::mv(supervision)};
-      });
-}
-
 // ---- the children's module: "discovery_test" (also served by the daemon) ---------------------
 
 int64_t pid() { return getpid(); }
@@ -1229,7 +1200,7 @@ TEST_SUITE("multiproc") {
     bool othersFine = false;
     auto error = runTree([&](ActorNursery& n) -> Task<void> {
       Portal bystander = co_await n.startActor("bystander", tractor::enable("discovery_test"));
-      LoneActor doomed = co_await startLoneActor("doomed");
+      LoneActor doomed = co_await startLoneActor("doomed", "discovery_test");
       Portal& victim = doomed.portal;
       auto address = requiredAddress(co_await tractor::queryActor("doomed"), "doomed");
       path = kj::str(address.path);

@@ -143,6 +143,35 @@ private:
   }
 };
 
+struct LoneActor {
+  // A daemon in a nursery of its own, apart from the work that uses it: when a test kills it,
+  // its nursery fails (one-cancels-all) without cancelling the work that observes the death.
+  tractor::Portal portal;
+  kj::Own<kj::PromiseFulfiller<void>> release;
+  // Ends the nursery's block (and so tears the actor down, if it still runs).
+  kj::Promise<kj::Maybe<kj::Exception>> supervision;
+  // What the nursery raised.
+};
+
+inline kj::Promise<LoneActor> startLoneActor(kj::StringPtr name, kj::StringPtr module) {
+  // Starts daemon `name` serving `module` in a nursery of its own (see LoneActor).
+  auto started = kj::newPromiseAndFulfiller<tractor::Portal>();
+  auto release = kj::newPromiseAndFulfiller<void>();
+  auto block = [name = kj::str(name), module = kj::str(module),
+                onStarted = kj::mv(started.fulfiller), released = kj::mv(release.promise)](
+                   tractor::ActorNursery& n) mutable -> tractor::Task<void> {
+    tractor::Portal p = co_await n.startActor(name, tractor::enable(module));
+    onStarted->fulfill(kj::mv(p));
+    co_await kj::mv(released);
+  };
+  auto supervision = errorOf(tractor::openNursery(kj::mv(block))).eagerlyEvaluate(nullptr);
+  return started.promise.then(
+      [release = kj::mv(release.fulfiller),
+       supervision = kj::mv(supervision)](tractor::Portal&& portal) mutable {
+        return LoneActor{kj::mv(portal), kj::mv(release), kj::mv(supervision)};
+      });
+}
+
 inline doctest::String ds(kj::StringPtr text) {
   // For doctest messages (which print a char* as a pointer).
   return doctest::String(text.cStr());
