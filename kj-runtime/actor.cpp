@@ -2,6 +2,7 @@
 
 #include "kj-runtime/actor.h"
 
+#include <capnp/membrane.h>
 #include <kj/debug.h>
 #include <unistd.h>
 #include "devx/proctitle.h"
@@ -13,6 +14,39 @@ namespace tractor {
 namespace {
 
 thread_local Actor* currentActor = nullptr;
+
+}  // namespace
+
+class ServiceRevocation: public kj::Refcounted {
+public:
+  kj::ForkedPromise<void> revoked;
+  kj::Own<kj::PromiseFulfiller<void>> revoke;
+  explicit ServiceRevocation(kj::PromiseFulfillerPair<void> paf)
+      : revoked(paf.promise.fork()), revoke(kj::mv(paf.fulfiller)) {}
+};
+
+namespace {
+
+class RevokedOnCancel final: public capnp::MembranePolicy, public kj::Refcounted {
+  // The membrane around an actor's services: passes every call through, until the actor is
+  // cancelled; then calls in flight and new ones fail with the cancellation.
+public:
+  explicit RevokedOnCancel(kj::Own<ServiceRevocation> revocation)
+      : revocation(kj::mv(revocation)) {}
+  kj::Maybe<capnp::Capability::Client> inboundCall(uint64_t, uint16_t,
+                                                   capnp::Capability::Client) override {
+    return nullptr;
+  }
+  kj::Maybe<capnp::Capability::Client> outboundCall(uint64_t, uint16_t,
+                                                    capnp::Capability::Client) override {
+    return nullptr;
+  }
+  kj::Own<MembranePolicy> addRef() override { return kj::addRef(*this); }
+  kj::Maybe<kj::Promise<void>> onRevoked() override { return revocation->revoked.addBranch(); }
+
+private:
+  kj::Own<ServiceRevocation> revocation;
+};
 
 class ActorServer final: public schema::Actor::Server {
   // The `Actor` interface of one actor, as handed to one peer.
@@ -80,6 +114,12 @@ public:
                                             " has no registrar"));
   }
 
+  kj::Promise<void> bootstrapService(BootstrapServiceContext context) override {
+    context.getResults().setService(
+        actor.bootstrapService(context.getParams().getInterfaceId()));
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> getId(GetIdContext context) override {
     actor.id().copyTo(context.getResults().initId());
     return kj::READY_NOW;
@@ -107,7 +147,8 @@ private:
 }  // namespace
 
 Actor::Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot)
-    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot), background(logErrors) {
+    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot), background(logErrors),
+      revocation(kj::refcounted<ServiceRevocation>(kj::newPromiseAndFulfiller<void>())) {
   KJ_REQUIRE(currentActor == nullptr, "this thread already runs an actor");
   currentActor = this;
   setLogActor(id_.toString());
@@ -246,8 +287,10 @@ kj::Promise<void> Actor::cancel(const ActorId& requester) {
   }
   auto who = requester == id_ ? kj::str("itself") : requester.toString();
   TRACTOR_LOG(RUNTIME, "actor ", id_.toString(), " cancelled by ", who);
-  canceler.cancel(contextCancelled(
-      id_, requester, kj::str("actor ", id_.toString(), " was cancelled by ", who)));
+  auto why = contextCancelled(id_, requester,
+                              kj::str("actor ", id_.toString(), " was cancelled by ", who));
+  canceler.cancel(why);
+  revocation->revoke->reject(kj::mv(why));
   // The cancelled tasks' nurseries handed their children's teardown to the keeper, and the
   // cancelled contexts their outcomes' delivery, once the events the cancellation set off ran.
   // Off the registry at once (not awaited: the message leaves before the acknowledgement does,
@@ -317,6 +360,32 @@ kj::Promise<void> Actor::unregisterSelf() {
     return done.exclusiveJoin(timer().afterDelay(UNREGISTER_TIMEOUT));
   }
   return kj::READY_NOW;
+}
+
+capnp::Capability::Client Actor::bootstrapService(uint64_t interfaceId) {
+  KJ_REQUIRE(started, "actor not started");
+  for (auto& s: services) {
+    if (s.interfaceId == interfaceId) return s.client;
+  }
+  KJ_IF_MAYBE(info, findService(interfaceId)) {
+    if (!isModuleEnabled(info->module)) {
+      kj::throwFatalException(typedError(
+          MODULE_NOT_EXPOSED, kj::str("module '", info->module, "' (service ",
+                                      info->interfaceName, ") is not enabled in actor ",
+                                      id_.toString())));
+    }
+    if (cancelCalled()) {
+      kj::throwFatalException(typedError(
+          CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is shutting down")));
+    }
+    auto client = capnp::membrane(info->make(), kj::refcounted<RevokedOnCancel>(
+                                                    kj::addRef(*revocation)));
+    services.add(Service{interfaceId, client});
+    return client;
+  }
+  kj::throwFatalException(typedError(
+      SERVICE_NOT_FOUND, kj::str("actor ", id_.toString(), " serves no interface with id ",
+                                 kj::hex(interfaceId), " (register one with TRACTOR_SERVICE)")));
 }
 
 Portal Actor::selfPortal() { return Portal(serve(id_.clone()), id_.clone()); }

@@ -15,6 +15,7 @@ namespace tractor {
 
 class Listener;
 class PeerConnection;
+class ServiceRevocation;
 
 struct ActorOptions {
   // How to start a child actor. Built by chaining, which also works inside coroutines (g++ 12
@@ -123,6 +124,11 @@ public:
   // Registers this actor's name, uuid and address with its registrar.
   kj::Promise<void> unregisterSelf();
   // The reverse, bounded by UNREGISTER_TIMEOUT; never fails.
+  capnp::Capability::Client bootstrapService(uint64_t interfaceId);
+  // This actor's server of a user-defined interface (TRACTOR_SERVICE), made on first request,
+  // behind a membrane that `cancel()` revokes. Raises ModuleNotExposed when its module is not
+  // enabled here, ServiceNotFound when no service has that interface.
+
   Portal selfPortal();
   // A portal to this actor that needs no connection.
   void adoptPeer(kj::Own<PeerConnection> connection);
@@ -162,6 +168,14 @@ private:
   kj::Maybe<kj::ForkedPromise<void>> mainTask;
   kj::Maybe<Value> mainValue;
   kj::Maybe<kj::Exception> mainError;
+
+  kj::Own<ServiceRevocation> revocation;
+  // Rejected by `cancel()`: every service capability is revoked then.
+  struct Service {
+    uint64_t interfaceId;
+    capnp::Capability::Client client;
+  };
+  kj::Vector<Service> services;
 
   kj::Own<Listener> listener;
   bool isRegistrar_ = false;

@@ -63,6 +63,8 @@ constexpr kj::StringPtr STREAM_CLOSED = "tractor::StreamClosed"_kj;
 // The stream was closed on this side.
 constexpr kj::StringPtr LAGGED = "tractor::Lagged"_kj;
 // A broadcast subscriber fell so far behind that items it had not read were overwritten.
+constexpr kj::StringPtr SERVICE_NOT_FOUND = "tractor::ServiceNotFound"_kj;
+// `Portal::bootstrap<T>()` of an interface the actor's program registers no service for.
 constexpr kj::StringPtr NO_REGISTRAR = "tractor::NoRegistrar"_kj;
 // A discovery call in an actor that has no registrar to ask.
 constexpr kj::StringPtr CONTEXT_ERROR = "tractor::ContextError"_kj;

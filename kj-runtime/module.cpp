@@ -13,6 +13,7 @@ struct Registry {
   kj::HashMap<kj::String, const FunctionInfo*> byName;
   // Keyed "module\0function"-style as "module.function".
   kj::HashMap<uintptr_t, const FunctionInfo*> byAddress;
+  kj::Vector<ServiceInfo> services;
 };
 
 Registry& registry() {
@@ -35,6 +36,14 @@ void registerFunction(FunctionInfo info) {
   reg.byAddress.upsert(reinterpret_cast<uintptr_t>(info.address), owned.get(),
                        [](const FunctionInfo*&, const FunctionInfo*) {});
   reg.functions.add(kj::mv(owned));
+}
+
+void registerService(ServiceInfo info) {
+  auto& reg = registry();
+  for (auto& s: reg.services) {
+    KJ_REQUIRE(s.interfaceId != info.interfaceId, "service exposed twice", info.interfaceName);
+  }
+  reg.services.add(info);
 }
 
 kj::Maybe<kj::Exception> checkArity(const FunctionInfo& info, ArgsReader args) {
@@ -75,7 +84,17 @@ bool moduleExists(kj::StringPtr module) {
   for (auto& f: registry().functions) {
     if (f->module == module) return true;
   }
+  for (auto& s: registry().services) {
+    if (s.module == module) return true;
+  }
   return false;
+}
+
+kj::Maybe<const ServiceInfo&> findService(uint64_t interfaceId) {
+  for (auto& s: registry().services) {
+    if (s.interfaceId == interfaceId) return s;
+  }
+  return nullptr;
 }
 
 }  // namespace tractor

@@ -122,6 +122,14 @@ public:
   // Asks the remote actor runtime to cancel all its tasks and shut down. Every context open
   // with it (from any actor) ends with a ContextCancelled naming this actor as the canceller.
 
+  template <typename Interface>
+  typename Interface::Client bootstrap();
+  // A typed client of the remote actor's service of `Interface` (TRACTOR_SERVICE, module.h):
+  // ordinary Cap'n Proto calls, promise pipelining included, go straight to the actor's server.
+  // Usable at once (the request is pipelined); if the actor refuses (ModuleNotExposed,
+  // ServiceNotFound), calls fail with that error. Revoked when the actor is cancelled: calls in
+  // flight and later ones fail with the ContextCancelled.
+
   template <typename R, typename... Params, typename... ArgsAndBlock>
   kj::Promise<void> openContext(R (*fn)(Context&, Params...), ArgsAndBlock&&... argsAndBlock);
   template <typename R, typename... Params, typename... ArgsAndBlock>
@@ -226,6 +234,13 @@ kj::Promise<T> Portal::run(kj::StringPtr module, kj::StringPtr function, Args&&.
   return send(kj::mv(request)).then([what = kj::mv(what)](Value&& v) {
     return _::decodeResult<T>(kj::mv(v), [&what]() { return kj::str(what); });
   });
+}
+
+template <typename Interface>
+typename Interface::Client Portal::bootstrap() {
+  auto request = state->capability.bootstrapServiceRequest();
+  request.setInterfaceId(capnp::typeId<Interface>());
+  return request.send().getService().template castAs<Interface>();
 }
 
 template <typename R, typename... Params, typename... ArgsAndBlock>

@@ -127,6 +127,10 @@ interface Actor {
   # The registrar this actor uses: itself if it is the registrar, else the one it joined (an
   # actor's children reach the registrar through their parent).
 
+  bootstrapService @9 (interfaceId :UInt64) -> (service :Capability);
+  # The actor's service of a user-defined interface (TRACTOR_SERVICE in an enabled module),
+  # made on first request and shared by every later one. Revoked when the actor is cancelled.
+
   openContext @7 (call :Call, caller :ContextPeer, options :ContextOptions) -> ();
   # Starts a context function (or a legacy stream function) as a task linked to the caller's.
   # Everything the task says goes to `caller`: `started`, stream items, `stop` and, last,
