@@ -388,40 +388,50 @@ bool fullRead(int fd, char* data, size_t size) {
 }
 // Reads exactly `size` bytes; false on end of file.
 
-struct PingPongHelper {
-  // A forked process echoing 8-byte messages over a blocking Unix socketpair.
+struct ForkedHelper {
+  // A forked process at the other end of a blocking Unix socketpair, serving a floor
+  // measurement. It never touches KJ; it exits when we close our end, and is then reaped.
   pid_t pid = -1;
   int fd = -1;
   // Our end (close-on-exec, so that no actor inherits it).
+
+  template <typename Body>
+  void start(Body&& body, const ForkedHelper* other = nullptr) {
+    // Forks the helper, which runs `body(itsEnd)` and exits. Call before the KJ event loop
+    // exists. `other`'s end is closed in the helper (fork keeps close-on-exec fds).
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) die("socketpair");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    if (child == 0) {
+      close(fds[0]);
+      if (other != nullptr && other->fd >= 0) close(other->fd);
+      body(fds[1]);
+      _exit(0);
+    }
+    close(fds[1]);
+    pid = child;
+    fd = fds[0];
+  }
+
+  void stop() {
+    if (pid < 0) return;
+    close(fd);
+    reap(pid);
+    pid = -1;
+    fd = -1;
+  }
 };
 
-PingPongHelper pingPong;
+ForkedHelper pingPong;
+// Echoes 8-byte messages: the floor of every round trip.
 
 void startPingPongHelper() {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) die("socketpair");
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    // The echoing side, until the parent closes its end. Never touches KJ.
-    close(fds[0]);
+  pingPong.start([](int fd) {
     char buffer[8];
-    while (fullRead(fds[1], buffer, sizeof(buffer))) fullWrite(fds[1], buffer, sizeof(buffer));
-    _exit(0);
-  }
-  close(fds[1]);
-  pingPong.pid = pid;
-  pingPong.fd = fds[0];
+    while (fullRead(fd, buffer, sizeof(buffer))) fullWrite(fd, buffer, sizeof(buffer));
+  });
 }
-// Call before the KJ event loop exists.
-
-void stopPingPongHelper() {
-  if (pingPong.pid < 0) return;
-  close(pingPong.fd);
-  reap(pingPong.pid);
-  pingPong = PingPongHelper();
-}
-// Closing our end makes the helper exit; then it is reaped.
 
 void pingPongBlock(int roundTrips, Samples* record) {
   char buffer[8];
@@ -441,15 +451,9 @@ void pingPongBlock(int roundTrips, Samples* record) {
 // `roundTrips` sequential round trips of 8 bytes with the helper; their times go to `record`
 // (unless null).
 
-struct StreamHelper {
-  // A forked process that, on request, writes a number of items of a given size to a blocking
-  // Unix socketpair, one `write` per item: the raw floor of stream throughput.
-  pid_t pid = -1;
-  int fd = -1;
-  // Our end (close-on-exec).
-};
-
-StreamHelper streamHelper;
+ForkedHelper streamHelper;
+// On request, writes a number of items of a given size, one `write` per item: the raw floor of
+// stream throughput.
 
 struct StreamRequest {
   int64_t count;
@@ -460,35 +464,17 @@ constexpr size_t MAX_ITEM_SIZE = 1024;
 constexpr size_t FLOOR_READ_SIZE = 65536;
 
 void startStreamHelper() {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) die("socketpair");
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    // The writing side: one request at a time, until the parent closes its end. It must not
-    // hold the parent's end of the ping-pong socketpair either (fork keeps close-on-exec fds).
-    close(fds[0]);
-    if (pingPong.fd >= 0) close(pingPong.fd);
-    char item[MAX_ITEM_SIZE];
-    memset(item, 'x', sizeof(item));
-    StreamRequest request;
-    while (fullRead(fds[1], reinterpret_cast<char*>(&request), sizeof(request))) {
-      if (request.size <= 0 || size_t(request.size) > sizeof(item)) _exit(3);
-      for (int64_t i = 0; i < request.count; i++) fullWrite(fds[1], item, request.size);
-    }
-    _exit(0);
-  }
-  close(fds[1]);
-  streamHelper.pid = pid;
-  streamHelper.fd = fds[0];
-}
-// Call before the KJ event loop exists.
-
-void stopStreamHelper() {
-  if (streamHelper.pid < 0) return;
-  close(streamHelper.fd);
-  reap(streamHelper.pid);
-  streamHelper = StreamHelper();
+  streamHelper.start(
+      [](int fd) {
+        char item[MAX_ITEM_SIZE];
+        memset(item, 'x', sizeof(item));
+        StreamRequest request;
+        while (fullRead(fd, reinterpret_cast<char*>(&request), sizeof(request))) {
+          if (request.size <= 0 || size_t(request.size) > sizeof(item)) _exit(3);
+          for (int64_t i = 0; i < request.count; i++) fullWrite(fd, item, request.size);
+        }
+      },
+      &pingPong);
 }
 
 double socketStreamRun(int64_t count, int64_t size) {
@@ -1191,8 +1177,8 @@ int main(int argc, char** argv) {
     code = tractor::main(argc, argv, tcpRootMain,
                          tractor::RootOptions().withTransport(tractor::Transport::TCP));
   }
-  stopStreamHelper();
-  stopPingPongHelper();
+  streamHelper.stop();
+  pingPong.stop();
   if (code != 0) {
     fprintf(stderr, "tractor-bench: the runtime figures failed (exit code %d)\n", code);
     return code;
