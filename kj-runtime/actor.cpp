@@ -2,7 +2,6 @@
 
 #include "kj-runtime/actor.h"
 
-#include <capnp/membrane.h>
 #include <kj/debug.h>
 #include <unistd.h>
 #include "devx/proctitle.h"
@@ -17,36 +16,7 @@ thread_local Actor* currentActor = nullptr;
 
 }  // namespace
 
-class ServiceRevocation: public kj::Refcounted {
-public:
-  kj::ForkedPromise<void> revoked;
-  kj::Own<kj::PromiseFulfiller<void>> revoke;
-  explicit ServiceRevocation(kj::PromiseFulfillerPair<void> paf)
-      : revoked(paf.promise.fork()), revoke(kj::mv(paf.fulfiller)) {}
-};
-
 namespace {
-
-class RevokedOnCancel final: public capnp::MembranePolicy, public kj::Refcounted {
-  // The membrane around an actor's services: passes every call through, until the actor is
-  // cancelled; then calls in flight and new ones fail with the cancellation.
-public:
-  explicit RevokedOnCancel(kj::Own<ServiceRevocation> revocation)
-      : revocation(kj::mv(revocation)) {}
-  kj::Maybe<capnp::Capability::Client> inboundCall(uint64_t, uint16_t,
-                                                   capnp::Capability::Client) override {
-    return nullptr;
-  }
-  kj::Maybe<capnp::Capability::Client> outboundCall(uint64_t, uint16_t,
-                                                    capnp::Capability::Client) override {
-    return nullptr;
-  }
-  kj::Own<MembranePolicy> addRef() override { return kj::addRef(*this); }
-  kj::Maybe<kj::Promise<void>> onRevoked() override { return revocation->revoked.addBranch(); }
-
-private:
-  kj::Own<ServiceRevocation> revocation;
-};
 
 class ActorServer final: public schema::Actor::Server {
   // The `Actor` interface of one actor, as handed to one peer.
@@ -67,8 +37,10 @@ public:
     auto call = context.getParams().getCall();
     TRACTOR_LOG(TRACE, peerName(), " runs ", call.getModule(), '.', call.getFunction());
     return actor.invoke(call).then(
-        [context](Value&& value) mutable {
-          context.getResults().initOutcome().setValue(value.reader());
+        [this, context](Value&& value) mutable {
+          // Capabilities in a result are revoked when this actor is cancelled.
+          context.getResults().initOutcome().setValue(
+              actor.revoker().guard(kj::mv(value)).reader());
         },
         [this, context](kj::Exception&& e) mutable {
           TRACTOR_LOG(DEBUG, "call from ", peerName(), " failed: ", e.getDescription());
@@ -148,7 +120,7 @@ private:
 
 Actor::Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot)
     : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot), background(logErrors),
-      revocation(kj::refcounted<ServiceRevocation>(kj::newPromiseAndFulfiller<void>())) {
+      revocation(kj::refcounted<Revoker>()) {
   KJ_REQUIRE(currentActor == nullptr, "this thread already runs an actor");
   currentActor = this;
   setLogActor(id_.toString());
@@ -290,7 +262,7 @@ kj::Promise<void> Actor::cancel(const ActorId& requester) {
   auto why = contextCancelled(id_, requester,
                               kj::str("actor ", id_.toString(), " was cancelled by ", who));
   canceler.cancel(why);
-  revocation->revoke->reject(kj::mv(why));
+  revocation->revoke(why);
   // The cancelled tasks' nurseries handed their children's teardown to the keeper, and the
   // cancelled contexts their outcomes' delivery, once the events the cancellation set off ran.
   // Off the registry at once (not awaited: the message leaves before the acknowledgement does,
@@ -378,8 +350,7 @@ capnp::Capability::Client Actor::bootstrapService(uint64_t interfaceId) {
       kj::throwFatalException(typedError(
           CONTEXT_CANCELLED, kj::str("actor ", id_.toString(), " is shutting down")));
     }
-    auto client = capnp::membrane(info->make(), kj::refcounted<RevokedOnCancel>(
-                                                    kj::addRef(*revocation)));
+    auto client = revocation->wrap(info->make());
     services.add(Service{interfaceId, client});
     return client;
   }
@@ -457,7 +428,7 @@ kj::Promise<void> Actor::mainTaskOutcome(schema::Outcome::Builder outcome) {
       KJ_IF_MAYBE(e, mainError) {
         boxError(outcome.initError(), *e, id_);
       } else KJ_IF_MAYBE(v, mainValue) {
-        outcome.setValue(v->reader());
+        outcome.setValue(revocation->guard(v->clone()).reader());
       }
     });
   }

@@ -8,6 +8,7 @@
 #include "kj-runtime/identity.h"
 #include "kj-runtime/log.h"
 #include "kj-runtime/portal.h"
+#include "kj-runtime/revoker.h"
 #include "kj-runtime/task-group.h"
 #include "spawn/reaper.h"
 
@@ -15,7 +16,6 @@ namespace tractor {
 
 class Listener;
 class PeerConnection;
-class ServiceRevocation;
 
 struct ActorOptions {
   // How to start a child actor. Built by chaining, which also works inside coroutines (g++ 12
@@ -128,6 +128,8 @@ public:
   // This actor's server of a user-defined interface (TRACTOR_SERVICE), made on first request,
   // behind a membrane that `cancel()` revokes. Raises ModuleNotExposed when its module is not
   // enabled here, ServiceNotFound when no service has that interface.
+  Revoker& revoker() { return *revocation; }
+  // The membrane policy `cancel()` revokes: services and capabilities in function results.
 
   Portal selfPortal();
   // A portal to this actor that needs no connection.
@@ -169,8 +171,8 @@ private:
   kj::Maybe<Value> mainValue;
   kj::Maybe<kj::Exception> mainError;
 
-  kj::Own<ServiceRevocation> revocation;
-  // Rejected by `cancel()`: every service capability is revoked then.
+  kj::Own<Revoker> revocation;
+  // Revoked by `cancel()`: every service capability, and every capability in a result.
   struct Service {
     uint64_t interfaceId;
     capnp::Capability::Client client;

@@ -28,6 +28,13 @@ void fulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiters) {
   for (auto& w: waiting) w->fulfill();
 }
 
+kj::Maybe<const PayloadType&> slot(const kj::Maybe<PayloadType>& type) {
+  KJ_IF_MAYBE(t, type) {
+    return *t;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 // =======================================================================================
@@ -42,7 +49,18 @@ public:
 
   kj::Promise<void> started(StartedContext call) override {
     auto params = call.getParams();
-    ctx->peerStarted(Value(params.getValue()), params.getCallee(), params.getWindow());
+    if (ctx->side_ != Side::CALLER || ctx->scopeDone) return kj::READY_NOW;
+    auto accepted = ctx->acceptIncoming(PayloadKind::STARTED, slot(ctx->spec_.started),
+                                        params.getValue());
+    KJ_SWITCH_ONEOF(accepted) {
+      KJ_CASE_ONEOF(value, Value) {
+        ctx->peerStarted(kj::mv(value), params.getCallee(), params.getWindow());
+      }
+      KJ_CASE_ONEOF(error, kj::Exception) {
+        boxError(call.getResults().initRefused(), error, ctx->self);
+        ctx->refuseIncoming(kj::mv(error));
+      }
+    }
     return kj::READY_NOW;
   }
 
@@ -62,8 +80,19 @@ public:
     if (ctx->side_ != Side::CALLER) return kj::READY_NOW;  // only a callee finishes
     if (outcome.isError()) {
       ctx->setOutcome(unboxError(outcome.getError()));
-    } else {
-      ctx->setOutcome(Value(outcome.getValue()));
+      return kj::READY_NOW;
+    }
+    if (ctx->scopeDone || ctx->outcome_ != nullptr) return kj::READY_NOW;
+    auto accepted = ctx->acceptIncoming(PayloadKind::RESULT, slot(ctx->spec_.result),
+                                        outcome.getValue());
+    KJ_SWITCH_ONEOF(accepted) {
+      KJ_CASE_ONEOF(value, Value) {
+        ctx->setOutcome(kj::mv(value));
+      }
+      KJ_CASE_ONEOF(error, kj::Exception) {
+        boxError(call.getResults().initRefused(), error, ctx->self);
+        ctx->refuseIncoming(kj::mv(error));
+      }
     }
     return kj::READY_NOW;
   }
@@ -149,13 +178,20 @@ kj::Promise<void> Context::started(Value value) {
                         "second argument of its block");
   }
   if (startedCalled) return contextError("started() was already called in this context");
+  KJ_IF_MAYBE(e, checkOutgoing(PayloadKind::STARTED, slot(spec_.started), value)) {
+    return kj::mv(*e);
+  }
   startedCalled = true;
   auto request = KJ_ASSERT_NONNULL(peerCap).startedRequest();
-  request.setValue(value.reader());
+  request.setValue(guard(kj::mv(value)).reader());
   request.setCallee(serve());
   setWindow(request.initWindow(), receiving);
   return request.send().then(
-      [](auto&&) -> kj::Promise<void> { return kj::READY_NOW; },
+      [](capnp::Response<schema::ContextPeer::StartedResults>&& response) -> kj::Promise<void> {
+        // The caller refused the value (MsgTypeError): the dialogue is over.
+        if (response.hasRefused()) return unboxError(response.getRefused());
+        return kj::READY_NOW;
+      },
       [peer = peerId.clone()](kj::Exception&& e) -> kj::Promise<void> {
         return transportError(e, peer);
       });
@@ -242,6 +278,99 @@ kj::Promise<Value> Context::waitForResult() {
   });
 }
 
+// ---- payload specs and capabilities ------------------------------------------------------
+
+kj::Maybe<const PayloadType&> Context::incomingItemType() const {
+  if (!itemLimits.empty()) return itemLimits.back();
+  return slot(side_ == Side::CALLER ? spec_.calleeItems : spec_.callerItems);
+}
+
+kj::Maybe<const PayloadType&> Context::outgoingItemType() const {
+  return slot(side_ == Side::CALLER ? spec_.callerItems : spec_.calleeItems);
+}
+
+kj::Maybe<kj::Exception> Context::checkOutgoing(PayloadKind kind,
+                                                kj::Maybe<const PayloadType&> type,
+                                                const Value& value) const {
+  KJ_IF_MAYBE(why, payloadMismatch(type, value.reader())) {
+    return msgTypeError(self, kj::str("the ", kind, " for ", peerId.toString(), " does not match "
+                                      "the dialogue's spec: ", *why, "; it was not sent"));
+  }
+  return nullptr;
+}
+
+kj::OneOf<Value, kj::Exception> Context::acceptIncoming(PayloadKind kind,
+                                                        kj::Maybe<const PayloadType&> type,
+                                                        ValueReader value) {
+  KJ_IF_MAYBE(e, typeRefusal) {
+    return kj::cp(*e);
+  }
+  // A hostile or broken peer may send anything: reading it may throw too.
+  kj::Maybe<kj::String> mismatch;
+  Value copy;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                   mismatch = payloadMismatch(type, value);
+                   if (mismatch == nullptr) copy = Value(value);
+                 })) {
+    mismatch = kj::str("the payload is malformed (", e->getDescription(), ')');
+  }
+  KJ_IF_MAYBE(why, mismatch) {
+    return msgTypeError(self, kj::str("the ", kind, " from ", peerId.toString(), " does not "
+                                      "match the dialogue's spec: ", *why));
+  }
+  // The caller's scope bounds the capabilities in the result it received.
+  if (kind == PayloadKind::RESULT) return guard(kj::mv(copy));
+  return kj::mv(copy);
+}
+
+void Context::refuseIncoming(kj::Exception error) {
+  TRACTOR_LOG(WARNING, "context with ", peerId.toString(), ": ", error.getDescription());
+  if (typeRefusal == nullptr) typeRefusal = kj::cp(error);
+  if (side_ == Side::CALLER) {
+    setOutcome(kj::mv(error));
+  } else {
+    // The callee's task meets the error at its next receive (or send), which ends it.
+    wakeReceiver();
+  }
+}
+
+kj::Maybe<const kj::Exception&> Context::typeError() const {
+  KJ_IF_MAYBE(e, typeRefusal) {
+    return *e;
+  }
+  KJ_IF_MAYBE(e, sendError) {
+    if (isRemoteError(*e, MSG_TYPE_ERROR)) return *e;
+  }
+  return nullptr;
+}
+
+Value Context::guard(Value value) {
+  if (!value.hasCapabilities()) return value;
+  if (membrane == nullptr) membrane = kj::refcounted<Revoker>();
+  return KJ_ASSERT_NONNULL(membrane)->guard(kj::mv(value));
+}
+
+void Context::revokeCapabilities() {
+  KJ_IF_MAYBE(m, membrane) {
+    (*m)->revoke(typedError(CAPABILITY_REVOKED, kj::str(
+        "the capability was handed out in the context between ", self.toString(), " and ",
+        peerId.toString(), ", which has ended")));
+  }
+}
+
+PayloadLimit Context::limitItems(PayloadType type) {
+  KJ_IF_MAYBE(current, incomingItemType()) {
+    KJ_REQUIRE(*current == type, "limitItems() can only narrow: the items of this context are "
+               "already limited to another type", current->name, type.name);
+  }
+  itemLimits.add(type);
+  return PayloadLimit(kj::addRef(*this));
+}
+
+PayloadLimit::~PayloadLimit() noexcept(false) {
+  if (ctx.get() != nullptr) ctx->itemLimits.removeLast();
+}
+
 // ---- the dialogue's start and end -------------------------------------------------------
 
 void Context::peerStarted(Value value, schema::ContextPeer::Client callee,
@@ -326,8 +455,19 @@ kj::Promise<void> Context::whenFinished() {
   return kj::mv(paf.promise);
 }
 
+kj::Promise<void> Context::awaitCallee() {
+  KJ_IF_MAYBE(c, call) {
+    auto running = kj::mv(*c);
+    call = nullptr;
+    auto late = Actor::current().timer().afterDelay(CONTEXT_CANCEL_TIMEOUT);
+    return shield(running.exclusiveJoin(kj::mv(late)));
+  }
+  return kj::READY_NOW;
+}
+
 void Context::endScope() {
   scopeDone = true;
+  revokeCapabilities();
   inbox.clear();
   outbox.clear();
   fulfillAll(stalledSenders);
@@ -360,6 +500,10 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
   // Ignored: after this side's scope, after its stream closed, while draining for the result.
   if (scopeDone || draining || localClosed || (streamOpened && !streamOpen)) return;
   setWindow(results.initWindow(), receiving);
+  KJ_IF_MAYBE(e, typeRefusal) {
+    boxError(results.initRefused(), *e, self);
+    return;
+  }
   if (refusing || inbox.size() >= receiving.bufferSize) {
     if (refusing || !receiving.allowOverruns) {
       refusing = true;
@@ -369,7 +513,7 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
           : kj::str("the receiver ", self.toString(), " never opened its stream and its "
                     "context buffer of ", receiving.bufferSize, " items is full");
       TRACTOR_LOG(WARNING, "stream overrun by ", peerId.toString(), ": ", why);
-      boxError(results.initOverrun(),
+      boxError(results.initRefused(),
                streamOverrun(self, peerId, kj::str(why, "; ", items.size(),
                                                    " items from ", peerId.toString(),
                                                    " were refused")),
@@ -380,7 +524,22 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
     stalledSenders.add(kj::mv(paf.fulfiller));
     stall = kj::mv(paf.promise);
   }
-  for (auto item: items) inbox.push_back(Value(item));
+  auto type = incomingItemType();
+  for (auto item: items) {
+    auto accepted = acceptIncoming(PayloadKind::ITEM, type, item);
+    KJ_SWITCH_ONEOF(accepted) {
+      KJ_CASE_ONEOF(value, Value) {
+        inbox.push_back(kj::mv(value));
+      }
+      KJ_CASE_ONEOF(error, kj::Exception) {
+        // The items before it are delivered; this one and every later one are refused.
+        boxError(results.initRefused(), error, self);
+        wakeReceiver();
+        refuseIncoming(kj::mv(error));
+        return;
+      }
+    }
+  }
   wakeReceiver();
 }
 
@@ -401,6 +560,9 @@ void Context::wakeReceiver() {
 kj::Promise<kj::Maybe<Value>> Context::receiveItem() {
   if (!streamOpen) return notOpen("receive from");
   if (localClosed) return typedError(STREAM_CLOSED, "receive from a stream this side closed");
+  KJ_IF_MAYBE(e, typeError()) {
+    return kj::cp(*e);
+  }
   if (!inbox.empty()) {
     kj::Maybe<Value> item = kj::mv(inbox.front());
     inbox.pop_front();
@@ -442,7 +604,10 @@ kj::Promise<void> Context::sendItem(Value item) {
     return typedError(END_OF_STREAM, kj::str("send after ", peerId.toString(),
                                              " ended its side of the stream"));
   }
-  outbox.push_back(kj::mv(item));
+  KJ_IF_MAYBE(e, checkOutgoing(PayloadKind::ITEM, outgoingItemType(), item)) {
+    return kj::mv(*e);
+  }
+  outbox.push_back(guard(kj::mv(item)));
   flush();
   if (outbox.size() < SEND_QUEUE_LIMIT) return kj::READY_NOW;
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -474,8 +639,10 @@ void Context::flush() {
     tasks.add(request.send().then(
         [this](capnp::Response<schema::ContextPeer::SendResults>&& response) {
           --batchesInFlight;
-          if (response.hasOverrun()) {
-            if (sendError == nullptr) sendError = unboxError(response.getOverrun());
+          if (response.hasRefused()) {
+            if (sendError == nullptr) sendError = unboxError(response.getRefused());
+            // A MsgTypeError ends the dialogue: a receive waiting on this side raises it too.
+            if (typeError() != nullptr) wakeReceiver();
           } else if (response.hasWindow()) {
             peerReceiving = windowOptions(response.getWindow());
           }
@@ -530,14 +697,7 @@ Context& MsgStream::context() { return ctx; }
 // =======================================================================================
 // The two sides' runners
 
-Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
-                            kj::Function<kj::Promise<void>(Context&, Value)> block) {
-  auto& c = *ctx;
-  KJ_DEFER(c.endScope());
-  // Owned by the context, so `c` outlives it.
-  c.call = call.then([]() {},
-                     [&c](kj::Exception&& e) { c.setOutcome(transportError(e, c.peerId)); })
-               .eagerlyEvaluate(nullptr);
+Task<void> runCallerBody(Context& c, kj::Function<kj::Promise<void>(Context&, Value)>& block) {
   Value first = co_await c.whenStarted();
   auto blockError = co_await kj::evalNow([&]() { return block(c, kj::mv(first)); })
                         .exclusiveJoin(c.whenFailed())
@@ -546,6 +706,27 @@ Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
                                 return kj::mv(e);
                               });
   co_await c.exitScope(kj::mv(blockError));
+}
+
+Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
+                            kj::Function<kj::Promise<void>(Context&, Value)> block) {
+  auto& c = *ctx;
+  KJ_DEFER(c.endScope());
+  // Owned by the context, so `c` outlives it.
+  c.call = call.then([]() {},
+                     [&c](kj::Exception&& e) { c.setOutcome(transportError(e, c.peerId)); })
+               .eagerlyEvaluate(nullptr);
+  auto error = co_await kj::Promise<void>(runCallerBody(c, block)).then(
+      []() -> kj::Maybe<kj::Exception> { return nullptr; },
+      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
+  KJ_IF_MAYBE(e, error) {
+    if (c.typeRefusal != nullptr) {
+      // This side refused a payload: the callee learns it from its next message's answer, and
+      // ends with the relayed MsgTypeError. Give it that chance before cancelling its task.
+      co_await c.awaitCallee();
+    }
+    kj::throwFatalException(kj::mv(*e));
+  }
 }
 
 kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Client caller,
@@ -558,6 +739,16 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Cl
             [](kj::Exception&& e) -> Context::Outcome { return kj::mv(e); })
       .then([ctx = kj::mv(ctx), caller = kj::mv(caller)](Context::Outcome&& outcome) mutable {
         auto request = caller.finishRequest();
+        if (outcome.is<Value>()) {
+          KJ_IF_MAYBE(e, ctx->checkOutgoing(PayloadKind::RESULT, slot(ctx->spec_.result),
+                                            outcome.get<Value>())) {
+            outcome = kj::mv(*e);
+          } else {
+            // Capabilities in a result outlive this scope: the actor's cancellation revokes
+            // them here, the caller's scope exit at the caller.
+            outcome = Actor::current().revoker().guard(kj::mv(outcome.get<Value>()));
+          }
+        }
         if (outcome.is<Value>()) {
           request.initOutcome().setValue(outcome.get<Value>().reader());
         } else {
@@ -574,9 +765,17 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Cl
               TRACTOR_LOG(WARNING, "the outcome of a context was not taken by ",
                           peer.toString(), " within ", FINISH_TIMEOUT);
             });
-        auto delivered = request.send().ignoreResult().catch_([](kj::Exception&& e) {
-          TRACTOR_LOG(DEBUG, "the outcome of a context was not delivered: ", e.getDescription());
-        });
+        auto delivered = request.send().then(
+            [](capnp::Response<schema::ContextPeer::FinishResults>&& response) {
+              if (response.hasRefused()) {
+                TRACTOR_LOG(WARNING, "the caller refused the context's result: ",
+                            unboxError(response.getRefused()).getDescription());
+              }
+            },
+            [](kj::Exception&& e) {
+              TRACTOR_LOG(DEBUG, "the outcome of a context was not delivered: ",
+                          e.getDescription());
+            });
         return shield(delivered.exclusiveJoin(kj::mv(tooSlow)));
       });
 }

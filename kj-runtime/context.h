@@ -52,6 +52,21 @@
 // receiver allows overruns: then it queues the batch and holds back its acknowledgement until
 // it has room again, which stalls the sender. Items that arrive before the receiver opened its
 // stream wait in the context's buffer under the same rule. Nothing is dropped silently.
+//
+// Payload specs (typed.h, typed-context.h): a context may declare the struct type of its
+// started value, of the items in each direction and of its result. Each side checks what it
+// sends (a mismatch raises MsgTypeError there and nothing is sent) and what arrives (a mismatch
+// raises MsgTypeError at the receiver, is relayed to the sender, and ends the dialogue: the
+// callee's task fails with it, the caller's scope raises it). `limitItems()` narrows the items
+// a side accepts for a scope. Runtime messages (stop, finish errors, cancel, acknowledgements)
+// are never subject to a spec.
+//
+// Capabilities in payloads: every capability a side sends in its started value or stream items
+// is wrapped in that side's context membrane, revoked when its scope ends (callee: its task
+// returned; caller: its block's scope exited); capabilities in a result are behind the callee
+// actor's membrane (revoked when that actor is cancelled) and the caller's context membrane
+// (revoked when the caller's scope exits). Revoked capabilities fail every call with
+// `tractor::CapabilityRevoked` (or the actor's cancellation).
 
 #pragma once
 
@@ -63,6 +78,8 @@
 #include <deque>
 #include "kj-runtime/errors.h"
 #include "kj-runtime/payload.h"
+#include "kj-runtime/revoker.h"
+#include "kj-runtime/typed.h"
 #include "schema/actor.capnp.h"
 
 namespace tractor {
@@ -96,6 +113,21 @@ struct StreamOptions {
 
 class Context;
 class Subscription;
+
+class PayloadLimit {
+  // Narrows the stream items a context accepts to one struct type until it is destroyed
+  // (tractor's `limit_plds`): an item of another type arriving meanwhile is a MsgTypeError.
+  // Obtain one from `Context::limitItems()`; keep it for the scope to narrow.
+public:
+  PayloadLimit(PayloadLimit&& other) = default;
+  ~PayloadLimit() noexcept(false);
+  KJ_DISALLOW_COPY(PayloadLimit);
+
+private:
+  kj::Own<Context> ctx;
+  PayloadLimit(kj::Own<Context> ctx): ctx(kj::mv(ctx)) {}
+  friend class Context;
+};
 
 class MsgStream {
   // One side of a context's bidirectional stream; owned by its Context and valid inside the
@@ -199,13 +231,28 @@ public:
   kj::Maybe<const Outcome&> outcome() const;
   // How the dialogue ended: the callee's result or the error that ended it; null while open.
 
+  void setSpec(PayloadSpec spec) { spec_ = kj::mv(spec); }
+  const PayloadSpec& spec() const { return spec_; }
+  // The payload spec this side checks against (typed.h). Set by the runtime before the first
+  // message (from the typed endpoint's declaration); the default accepts any Value.
+
+  PayloadLimit limitItems(PayloadType type);
+  template <typename T>
+  PayloadLimit limitItems() { return limitItems(PayloadType::of<T>()); }
+  // Narrows the items this side accepts to struct `T` while the returned guard lives, and
+  // widens again when it is destroyed (on any scope exit). Only a narrowing is allowed: the
+  // spec (or an enclosing limit) must accept any Value or name the same type already.
+
 private:
   class PeerServer;
   class Broadcaster;
   friend class MsgStream;
   friend class Subscription;
+  friend class PayloadLimit;
   friend Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
                                      kj::Function<kj::Promise<void>(Context&, Value)> block);
+  friend Task<void> runCallerBody(Context& c,
+                                  kj::Function<kj::Promise<void>(Context&, Value)>& block);
   friend kj::Promise<void> runCalleeContext(kj::Own<Context> ctx,
                                             schema::ContextPeer::Client caller,
                                             kj::Function<kj::Promise<Value>(Context&)> start);
@@ -230,6 +277,13 @@ private:
   kj::Maybe<ActorId> canceller_;
   kj::Maybe<Outcome> outcome_;
 
+  // ---- payload specs and capabilities ------------------------------------------------------
+  PayloadSpec spec_;
+  kj::Vector<PayloadType> itemLimits;
+  // Active `limitItems()` narrowings, innermost last.
+  kj::Maybe<kj::Own<Revoker>> membrane;
+  // Made when this side first sends a capability; revoked when its scope ends.
+
   // ---- receiving ---------------------------------------------------------------------------
   StreamOptions receiving;
   std::deque<Value> inbox;
@@ -238,6 +292,8 @@ private:
   bool endReported = false;
   bool refusing = false;
   // An overrun was answered: every later batch is refused too.
+  kj::Maybe<kj::Exception> typeRefusal;
+  // A payload that arrived did not match the spec: every later message is refused with this.
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> inboxWaiter;
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> stalledSenders;
   // Acknowledgements held back while the buffer is over its size (overruns allowed).
@@ -276,6 +332,19 @@ private:
   void flush();
   void wakeReceiver();
 
+  kj::Maybe<const PayloadType&> incomingItemType() const;
+  kj::Maybe<const PayloadType&> outgoingItemType() const;
+  kj::Maybe<kj::Exception> checkOutgoing(PayloadKind kind, kj::Maybe<const PayloadType&> type,
+                                         const Value& value) const;
+  kj::OneOf<Value, kj::Exception> acceptIncoming(PayloadKind kind,
+                                                 kj::Maybe<const PayloadType&> type,
+                                                 ValueReader value);
+  void refuseIncoming(kj::Exception error);
+  kj::Maybe<const kj::Exception&> typeError() const;
+  // The MsgTypeError that ended the dialogue, refused here or by the peer.
+  Value guard(Value value);
+  void revokeCapabilities();
+
   kj::Promise<Value> whenStarted();
   kj::Promise<void> whenFinished();
   kj::Promise<void> whenFailed();
@@ -287,6 +356,8 @@ private:
   void peerStopped();
   void cancelTask(const ActorId& requester, kj::StringPtr who);
   void endScope();
+  kj::Promise<void> awaitCallee();
+  // Caller side: waits (at most CONTEXT_CANCEL_TIMEOUT) for the callee's task to end.
   bool isOwnCancel(const kj::Exception& e) const;
   bool isRequestedHere(const kj::Exception& e) const;
   Task<void> exitScope(kj::Maybe<kj::Exception> blockError);

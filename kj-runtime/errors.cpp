@@ -222,6 +222,10 @@ kj::Exception streamOverrun(const ActorId& self, const ActorId& sender, kj::Stri
   return error.toException();
 }
 
+kj::Exception msgTypeError(const ActorId& self, kj::StringPtr message) {
+  return raisedHere(MSG_TYPE_ERROR, self, message).toException();
+}
+
 kj::Maybe<ActorId> cancellerOf(const kj::Exception& e) {
   KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
     if (remote->boxedType == CONTEXT_CANCELLED || remote->srcType == CONTEXT_CANCELLED) {

@@ -67,6 +67,11 @@ constexpr kj::StringPtr SERVICE_NOT_FOUND = "tractor::ServiceNotFound"_kj;
 // `Portal::bootstrap<T>()` of an interface the actor's program registers no service for.
 constexpr kj::StringPtr NO_REGISTRAR = "tractor::NoRegistrar"_kj;
 // A discovery call in an actor that has no registrar to ask.
+constexpr kj::StringPtr MSG_TYPE_ERROR = "tractor::MsgTypeError"_kj;
+// A payload did not match its dialogue's spec (typed.h): refused before sending, or refused on
+// arrival and relayed to the sender.
+constexpr kj::StringPtr CAPABILITY_REVOKED = "tractor::CapabilityRevoked"_kj;
+// A capability handed out within a context was used after that context ended.
 constexpr kj::StringPtr CONTEXT_ERROR = "tractor::ContextError"_kj;
 // A context or stream was used in a way its protocol does not allow (a second `started()`,
 // a stream opened before `started()`, a context function called with `run()`, ...).
@@ -120,6 +125,8 @@ kj::Exception contextCancelled(const ActorId& self, const ActorId& canceller,
 // A ContextCancelled raised in actor `self` at the request of `canceller`.
 kj::Exception streamOverrun(const ActorId& self, const ActorId& sender, kj::StringPtr message);
 // A StreamOverrun detected by receiver `self`, to be raised at `sender`.
+kj::Exception msgTypeError(const ActorId& self, kj::StringPtr message);
+// A MsgTypeError detected in actor `self` (the sender, before sending, or the receiver).
 kj::Maybe<ActorId> cancellerOf(const kj::Exception& e);
 // The canceller of a ContextCancelled (remote or raised here); null for any other error.
 

@@ -35,6 +35,7 @@
 #include "kj-runtime/coro.h"
 #include "kj-runtime/errors.h"
 #include "kj-runtime/payload.h"
+#include "kj-runtime/typed-context.h"
 
 namespace tractor {
 
@@ -178,6 +179,31 @@ kj::Promise<Value> invokeContext(const FunctionInfo& info, Context& ctx, ArgsRea
   }
 }
 
+template <typename Spec, typename R, typename... Params>
+kj::Promise<Value> invokeTypedContext(const FunctionInfo& info, Context& ctx, ArgsReader args) {
+  using T = typename Unpromised_<R>::Type;
+  using Result = typename Spec::ResultType;
+  static_assert(std::is_same_v<Result, Value> || std::is_same_v<T, SlotType<Result>>,
+                "a typed context function returns its spec's result type, Typed<Result>");
+  try {
+    KJ_IF_MAYBE(e, checkArity(info, args)) {
+      return kj::mv(*e);
+    }
+    // Before the function runs: the caller's first items may arrive once it called started().
+    ctx.setSpec(payloadSpecOf<Spec>());
+    auto fn = reinterpret_cast<R (*)(CalleeContext<Spec>&, Params...)>(info.address);
+    auto typed = kj::heap<CalleeContext<Spec>>(ctx);
+    auto& view = *typed;
+    auto call = [fn, &view](auto&&... decoded) {
+      return fn(view, kj::fwd<decltype(decoded)>(decoded)...);
+    };
+    return callDecoded<R, Params...>(info, args, call, std::index_sequence_for<Params...>())
+        .attach(kj::mv(typed));
+  } catch (...) {
+    return currentExceptionAsKj();
+  }
+}
+
 kj::Promise<Value> runStreamFunction(Context& ctx,
                                      kj::Function<kj::Promise<void>(MsgStream&)> body);
 // A stream function's dialogue: `started()`, then `body` with the open stream, then a null
@@ -224,6 +250,10 @@ template <typename R, typename... Params>
 struct KindOf_<R (*)(Context&, Params...)> {
   static constexpr FunctionKind VALUE = FunctionKind::CONTEXT;
 };
+template <typename R, typename Spec, typename... Params>
+struct KindOf_<R (*)(CalleeContext<Spec>&, Params...)> {
+  static constexpr FunctionKind VALUE = FunctionKind::CONTEXT;
+};
 template <typename R, typename... Params>
 struct KindOf_<R (*)(MsgStream&, Params...)> {
   static constexpr FunctionKind VALUE = FunctionKind::STREAM;
@@ -241,6 +271,13 @@ public:
   Registration(const char* module, const char* name, R (*fn)(Context&, Params...)) {
     registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::CONTEXT,
                       nullptr, &invokeContext<R, Params...>,
+                      static_cast<uint>(sizeof...(Params))});
+  }
+  template <typename R, typename Spec, typename... Params>
+  Registration(const char* module, const char* name, R (*fn)(CalleeContext<Spec>&, Params...)) {
+    (void)payloadSpecOf<Spec>();  // registers the spec's type names for error messages
+    registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::CONTEXT,
+                      nullptr, &invokeTypedContext<Spec, R, Params...>,
                       static_cast<uint>(sizeof...(Params))});
   }
   template <typename R, typename... Params>
@@ -278,9 +315,12 @@ const FunctionInfo& requireExposed(R (*fn)(Params...)) {
 #define TRACTOR_CONTEXT(module, function)                                               \
   static_assert(::tractor::_::KindOf_<decltype(&function)>::VALUE ==                   \
                     ::tractor::FunctionKind::CONTEXT,                                  \
-                "TRACTOR_CONTEXT needs R " #function "(tractor::Context&, params...)"); \
+                "TRACTOR_CONTEXT needs R " #function "(tractor::Context& or "         \
+                "tractor::CalleeContext<Spec>&, params...)");                          \
   TRACTOR_EXPOSE(module, function)
-// Registers a context function `R function(tractor::Context&, Params...)`; see context.h.
+// Registers a context function `R function(tractor::Context&, Params...)` (see context.h), or a
+// typed one, `Typed<Result> function(tractor::CalleeContext<Spec>&, Params...)` (or a promise
+// of it; see typed-context.h).
 #define TRACTOR_STREAM(module, function)                                                 \
   static_assert(::tractor::_::KindOf_<decltype(&function)>::VALUE ==                     \
                     ::tractor::FunctionKind::STREAM,                                     \

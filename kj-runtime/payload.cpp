@@ -2,8 +2,12 @@
 
 #include "kj-runtime/payload.h"
 
+#include <capnp/capability.h>
+#include <capnp/membrane.h>
 #include <capnp/message.h>
 #include <kj/debug.h>
+#include <kj/map.h>
+#include <kj/mutex.h>
 #include <kj/vector.h>
 #include <cfloat>
 #include <cmath>
@@ -121,6 +125,9 @@ public:
         out.add('}');
         return;
       }
+      case schema::Value::TYPED:
+        append(kj::str('<', payloadTypeName(value.getTyped().getTypeId()), '>'));
+        return;
     }
     append("<unknown>");
   }
@@ -229,6 +236,13 @@ void copyValue(ValueBuilder to, ValueReader from) {
       }
       return;
     }
+    case schema::Value::TYPED: {
+      auto source = from.getTyped();
+      auto target = to.initTyped();
+      target.setTypeId(source.getTypeId());
+      target.getContent().set(source.getContent());
+      return;
+    }
   }
   KJ_FAIL_REQUIRE("cannot copy a Value of a kind unknown to this program",
                   static_cast<uint>(from.which()));
@@ -272,6 +286,12 @@ bool valuesEqual(ValueReader a, ValueReader b) {
       }
       return true;
     }
+    case schema::Value::TYPED: {
+      auto x = a.getTyped();
+      auto y = b.getTyped();
+      return x.getTypeId() == y.getTypeId() &&
+             x.getContent().equals(y.getContent()) == capnp::Equality::EQUAL;
+    }
   }
   return false;  // Kinds from a newer schema cannot be compared.
 }
@@ -292,8 +312,32 @@ kj::StringPtr kindName(ValueReader reader) {
     case schema::Value::DATA: return "data";
     case schema::Value::LIST: return "list";
     case schema::Value::MAP: return "map";
+    case schema::Value::TYPED: return "struct";
   }
   return "unknown";
+}
+
+namespace {
+
+struct PayloadTypes {
+  kj::HashMap<uint64_t, kj::StringPtr> names;
+};
+kj::MutexGuarded<PayloadTypes>& payloadTypes() {
+  static kj::MutexGuarded<PayloadTypes> types;
+  return types;
+}
+
+}  // namespace
+
+void registerPayloadType(uint64_t typeId, kj::StringPtr name) {
+  payloadTypes().lockExclusive()->names.upsert(typeId, name, [](auto&, auto&&) {});
+}
+
+kj::String payloadTypeName(uint64_t typeId) {
+  KJ_IF_MAYBE(name, payloadTypes().lockShared()->names.find(typeId)) {
+    return kj::str(*name);
+  }
+  return kj::str("struct @0x", kj::hex(typeId));
 }
 
 kj::String describeValue(ValueReader reader) {
@@ -305,21 +349,43 @@ kj::String describeValue(ValueReader reader) {
 // =======================================================================================
 // Value
 
+struct Value::Storage {
+  // A Value's message, with a capability table of its own so that `hasCapabilities()` can tell
+  // whether the message holds any (the message builder's built-in table is not observable).
+  capnp::MallocMessageBuilder message{FIRST_SEGMENT_WORDS};
+  capnp::BuilderCapabilityTable capabilities;
+};
+
 Value::Value() = default;
 
 Value::Value(ValueReader reader) {
   if (reader.isNull()) return;
-  message = kj::heap<capnp::MallocMessageBuilder>(FIRST_SEGMENT_WORDS);
-  message->setRoot(reader);
-  root = message->getRoot<schema::Value>();
+  storage = kj::heap<Storage>();
+  // Copied through an orphan of the imbued message, so that capabilities land in our table.
+  auto orphanage = capnp::Orphanage::getForMessageContaining(
+      storage->capabilities.imbue(storage->message.initRoot<schema::Value>()));
+  storage->message.adoptRoot(orphanage.newOrphanCopy(reader));
+  root = storage->capabilities.imbue(storage->message.getRoot<schema::Value>());
 }
 
-Value::Value(Value&& other) noexcept: message(kj::mv(other.message)), root(other.root) {
+Value Value::withMembrane(kj::Own<capnp::MembranePolicy> policy) const {
+  Value copy;
+  if (storage.get() == nullptr) return copy;
+  copy.storage = kj::heap<Storage>();
+  auto& to = *copy.storage;
+  auto orphanage = capnp::Orphanage::getForMessageContaining(
+      to.capabilities.imbue(to.message.initRoot<schema::Value>()));
+  to.message.adoptRoot(capnp::copyOutOfMembrane(reader(), orphanage, kj::mv(policy)));
+  copy.root = to.capabilities.imbue(to.message.getRoot<schema::Value>());
+  return copy;
+}
+
+Value::Value(Value&& other) noexcept: storage(kj::mv(other.storage)), root(other.root) {
   other.root = nullptr;
 }
 
 Value& Value::operator=(Value&& other) noexcept {
-  message = kj::mv(other.message);
+  storage = kj::mv(other.storage);
   root = other.root;
   other.root = nullptr;
   return *this;
@@ -328,16 +394,24 @@ Value& Value::operator=(Value&& other) noexcept {
 Value::~Value() noexcept {}
 
 ValueReader Value::reader() const {
-  if (message.get() == nullptr) return ValueReader();
+  if (storage.get() == nullptr) return ValueReader();
   return root.asReader();
 }
 
 ValueBuilder Value::builder() {
-  if (message.get() == nullptr) {
-    message = kj::heap<capnp::MallocMessageBuilder>(FIRST_SEGMENT_WORDS);
-    root = message->initRoot<schema::Value>();
+  if (storage.get() == nullptr) {
+    storage = kj::heap<Storage>();
+    root = storage->capabilities.imbue(storage->message.initRoot<schema::Value>());
   }
   return root;
+}
+
+bool Value::hasCapabilities() const {
+  if (storage.get() == nullptr) return false;
+  for (auto& cap: const_cast<Storage&>(*storage).capabilities.getTable()) {
+    if (cap != nullptr) return true;
+  }
+  return false;
 }
 
 Value Value::clone() const { return Value(reader()); }

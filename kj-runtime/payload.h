@@ -65,7 +65,7 @@
 #include <vector>
 
 namespace capnp {
-class MallocMessageBuilder;
+class MembranePolicy;
 }
 
 namespace tractor {
@@ -100,12 +100,17 @@ T decodeValue(ValueReader reader);
 // Converts `reader` to T, or throws a FAILED kj::Exception saying why it does not convert.
 
 kj::StringPtr kindName(ValueReader reader);
-// "null", "bool", "int64", "uint64", "float64", "text", "data", "list" or "map" ("unknown" for a
-// kind from a newer schema).
+// "null", "bool", "int64", "uint64", "float64", "text", "data", "list", "map" or "struct" (a
+// typed payload, see typed.h); "unknown" for a kind from a newer schema.
+
+void registerPayloadType(uint64_t typeId, kj::StringPtr name);
+kj::String payloadTypeName(uint64_t typeId);
+// The names of the struct types this program uses as typed payloads (typed.h registers them),
+// for error messages: "calc.Point", or "struct @0x..." for a type this program does not know.
 
 kj::String describeValue(ValueReader reader);
 // A short human rendering for error messages and logs: `42`, `-1`, `1.5`, `"abc"` (escaped),
-// `<data 12 bytes>`, `[1, 2, "x"]`, `{"a": 1}`. Long texts, lists and maps are cut off with
+// `<data 12 bytes>`, `[1, 2, "x"]`, `{"a": 1}`, `<calc.Point>`. Long texts, lists and maps are cut off with
 // `...` so that the result stays around 60 characters.
 
 class Value {
@@ -139,6 +144,13 @@ public:
   Value clone() const;
   bool isNull() const;
 
+  bool hasCapabilities() const;
+  // True when the value holds a capability (in a typed payload): the runtime then wraps it in
+  // the revocable membrane of the dialogue that sends it.
+  Value withMembrane(kj::Own<capnp::MembranePolicy> policy) const;
+  // A deep copy whose capabilities are wrapped in the membrane `policy` specifies (this value's
+  // capabilities are inside it, the copy's holder outside).
+
   kj::String toString() const;
   // `describeValue(reader())`.
 
@@ -147,10 +159,11 @@ public:
   // floats compare as doubles do (NaN is unequal to itself); map entries compare in order.
 
 private:
-  kj::Own<capnp::MallocMessageBuilder> message;
+  struct Storage;
+  kj::Own<Storage> storage;
   // Null while the Value is null and `builder()` was never called.
   ValueBuilder root = nullptr;
-  // The root struct of `message`, when there is one (the root never moves once allocated).
+  // The root struct of `storage`'s message, when there is one (it never moves once allocated).
 };
 
 kj::String KJ_STRINGIFY(const Value& value);

@@ -78,11 +78,12 @@ kj::Promise<Value> Portal::resultValue() {
 
 kj::Promise<void> Portal::openContextWith(
     OpenContextRequest&& request, StreamOptions receiving,
-    kj::Function<kj::Promise<void>(Context&, Value)> block) {
+    kj::Function<kj::Promise<void>(Context&, Value)> block, PayloadSpec spec) {
   auto& actor = Actor::current();
   setWindow(request.getOptions().initWindow(), receiving);
   auto ctx = kj::refcounted<Context>(Context::Side::CALLER, actor.id().clone(), state->id.clone(),
                                      kj::mv(receiving));
+  ctx->setSpec(kj::mv(spec));
   request.setCaller(serveContext(*ctx));
   return runCallerContext(kj::mv(ctx), request.send().ignoreResult(), kj::mv(block));
 }

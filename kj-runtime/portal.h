@@ -141,10 +141,21 @@ public:
   // done and the callee's task has ended; see context.h for the outcome rules. `receiving`
   // applies to stream items that arrive before this side opens its stream.
 
+  template <typename R, typename Spec, typename... Params, typename... ArgsAndBlock>
+  kj::Promise<void> openContext(R (*fn)(CalleeContext<Spec>&, Params...),
+                                ArgsAndBlock&&... argsAndBlock);
+  template <typename R, typename Spec, typename... Params, typename... ArgsAndBlock>
+  kj::Promise<void> openContext(StreamOptions receiving, R (*fn)(CalleeContext<Spec>&, Params...),
+                                ArgsAndBlock&&... argsAndBlock);
+  // The same with a typed context function (typed-context.h): the block is
+  // `block(CallerContext<Spec>& ctx, SlotType<Started> first)`, with the function's own spec (a
+  // block declaring another does not compile).
+
   template <typename... ArgsAndBlock>
   kj::Promise<void> openContext(kj::StringPtr module, kj::StringPtr function,
                                 ArgsAndBlock&&... argsAndBlock);
-  // The same, addressed by name.
+  // The same, addressed by name. A block taking `CallerContext<Spec>&` opens a typed dialogue
+  // with that spec, checked against the callee's at run time.
 
   template <typename R, typename... Params, typename... ArgsAndBlock>
   kj::Promise<void> openStreamFrom(R (*fn)(MsgStream&, Params...),
@@ -180,7 +191,8 @@ private:
   using OpenContextRequest =
       capnp::Request<schema::Actor::OpenContextParams, schema::Actor::OpenContextResults>;
   kj::Promise<void> openContextWith(OpenContextRequest&& request, StreamOptions receiving,
-                                    kj::Function<kj::Promise<void>(Context&, Value)> block);
+                                    kj::Function<kj::Promise<void>(Context&, Value)> block,
+                                    PayloadSpec spec = PayloadSpec());
   kj::Promise<void> openStreamWith(OpenContextRequest&& request,
                                    kj::Function<kj::Promise<void>(MsgStream&)> block);
   template <bool STREAM_FROM, typename... ArgsAndBlock>
@@ -262,6 +274,30 @@ kj::Promise<void> Portal::openContext(StreamOptions receiving, R (*fn)(Context&,
                            kj::fwd<ArgsAndBlock>(argsAndBlock)...);
 }
 
+template <typename R, typename Spec, typename... Params, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openContext(R (*fn)(CalleeContext<Spec>&, Params...),
+                                      ArgsAndBlock&&... argsAndBlock) {
+  return openContext(StreamOptions(), fn, kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
+template <typename R, typename Spec, typename... Params, typename... ArgsAndBlock>
+kj::Promise<void> Portal::openContext(StreamOptions receiving,
+                                      R (*fn)(CalleeContext<Spec>&, Params...),
+                                      ArgsAndBlock&&... argsAndBlock) {
+  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
+                "openContext(fn, args..., block): wrong number of arguments");
+  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
+                    std::index_sequence_for<Params...>()),
+                "an argument does not convert to the function's parameter type");
+  using Block = std::tuple_element_t<sizeof...(Params), std::tuple<ArgsAndBlock...>>;
+  static_assert(std::is_same_v<_::BlockSpec<Block>, Spec>,
+                "the block must take (CallerContext<Spec>&, SlotType<Started>) with the context "
+                "function's own Spec");
+  const FunctionInfo& info = requireExposed(fn);
+  return openByName<false>(info.module, info.name, kj::mv(receiving),
+                           kj::fwd<ArgsAndBlock>(argsAndBlock)...);
+}
+
 template <typename... ArgsAndBlock>
 kj::Promise<void> Portal::openContext(kj::StringPtr module, kj::StringPtr function,
                                       ArgsAndBlock&&... argsAndBlock) {
@@ -302,7 +338,14 @@ kj::Promise<void> Portal::openByName(kj::StringPtr module, kj::StringPtr functio
     request.initOptions().setKind(schema::DialogueKind::STREAM_FROM);
     return openStreamWith(kj::mv(request), kj::fwd<decltype(block)>(block));
   } else {
-    return openContextWith(kj::mv(request), kj::mv(receiving), kj::fwd<decltype(block)>(block));
+    using Spec = _::BlockSpec<decltype(block)>;
+    if constexpr (std::is_void_v<Spec>) {
+      return openContextWith(kj::mv(request), kj::mv(receiving), kj::fwd<decltype(block)>(block));
+    } else {
+      return openContextWith(kj::mv(request), kj::mv(receiving),
+                             _::typedCallerBlock<Spec>(kj::fwd<decltype(block)>(block)),
+                             payloadSpecOf<Spec>());
+    }
   }
 }
 

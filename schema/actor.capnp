@@ -167,21 +167,25 @@ interface ContextPeer {
   # keeps them in the order they were sent: `started` before any item, items before `stop`,
   # everything before `finish`.
 
-  started @0 (value :Payload.Value, callee :ContextPeer, window :ReceiveWindow) -> ();
+  started @0 (value :Payload.Value, callee :ContextPeer, window :ReceiveWindow)
+      -> (refused :Error);
   # Callee to caller, once: the first value, the capability the caller talks to from now on, and
-  # how the callee receives.
+  # how the callee receives. `refused` is set when the value does not match the caller's payload
+  # spec (a MsgTypeError, which ends the dialogue).
 
-  send @1 (items :List(Payload.Value)) -> (overrun :Error, window :ReceiveWindow);
+  send @1 (items :List(Payload.Value)) -> (refused :Error, window :ReceiveWindow);
   # A batch of stream items, in order. The receiver answers once the batch is queued, with how
-  # it receives now. `overrun` is set, and the batch refused, when its buffer was full and
-  # overruns are not allowed; every later batch is refused too, so that the receiver never sees
-  # a gap.
+  # it receives now. `refused` is set, and the batch refused, when its buffer was full and
+  # overruns are not allowed (StreamOverrun), or when an item does not match the receiver's
+  # payload spec (MsgTypeError); every later batch is refused too, so that the receiver never
+  # sees a gap.
 
   stop @2 () -> ();
   # The sender closed its stream: no more items follow.
 
-  finish @3 (outcome :Outcome) -> ();
-  # Callee to caller, last: the task's result or error.
+  finish @3 (outcome :Outcome) -> (refused :Error);
+  # Callee to caller, last: the task's result or error. `refused` is set when the result does
+  # not match the caller's payload spec.
 
   cancel @4 () -> ();
   # Caller to callee: cancel the task (`Context::cancel()`); answered once it is cancelled. The

@@ -1,6 +1,7 @@
 @0xe97e6b53ed05d1ee;
 # The default dynamic payload of tractor for C++: what msgpack carries for Python tractor.
-# Function arguments, results and (untyped) stream items travel as `Value`s.
+# Function arguments, results and stream items travel as `Value`s; a typed payload (a struct of
+# the user's schema) is a Value of kind `typed`.
 
 $import "/capnp/c++.capnp".namespace("tractor::schema");
 
@@ -16,6 +17,16 @@ struct Value {
     list @7 :List(Value);
     map @8 :List(Entry);
     # A map keeps its entries in the order they were encoded; keys are Values themselves.
+    typed @9 :Typed;
+    # A struct of a user's own schema, carried as itself (kj-runtime/typed.h).
+  }
+
+  struct Typed {
+    typeId @0 :UInt64;
+    # The Cap'n Proto id of the struct type `content` was built as.
+    content @1 :AnyPointer;
+    # The struct. It may hold capabilities, which are revoked when the dialogue that sent them
+    # ends (see context.h).
   }
 
   struct Entry {
