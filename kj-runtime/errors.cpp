@@ -19,6 +19,14 @@ kj::Maybe<size_t> find(kj::StringPtr text, kj::StringPtr needle) {
   return static_cast<size_t>(at - text.cStr());
 }
 
+kj::StringPtr withoutRpcPrefix(kj::StringPtr desc) {
+  // Cap'n Proto prefixes the description of an exception that a capability call raised in
+  // another process, once per hop: the runtime's layouts are recognised behind it.
+  constexpr kj::StringPtr RPC_PREFIX = "remote exception: "_kj;
+  while (desc.startsWith(RPC_PREFIX)) desc = desc.slice(RPC_PREFIX.size());
+  return desc;
+}
+
 bool isTyped(const kj::Exception& e) {
   // Compared by content, not address: a static library may hold several copies of the literal.
   return strcmp(e.getFile(), CXX_EXCEPTION_FILE) == 0;
@@ -109,10 +117,25 @@ kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
 }
 
 kj::Maybe<kj::String> typedErrorName(const kj::Exception& e) {
-  if (!isTyped(e)) return nullptr;
   auto desc = e.getDescription();
+  bool viaRpc = false;
+  if (!isTyped(e)) {
+    // A typed error raised behind a capability in another actor arrives as Cap'n Proto's text.
+    auto inner = withoutRpcPrefix(desc);
+    if (inner.size() == desc.size()) return nullptr;
+    desc = inner;
+    viaRpc = true;
+  }
   KJ_IF_MAYBE(pos, find(desc, ": ")) {
-    return kj::heapString(desc.slice(0, *pos));
+    auto name = desc.slice(0, *pos);
+    if (viaRpc) {
+      // Only a C++ type name ("tractor::CapabilityRevoked", "std::runtime_error") counts.
+      for (char c: name) {
+        if (c == ' ') return nullptr;
+      }
+      if (find(kj::heapString(name), "::") == nullptr) return nullptr;
+    }
+    return kj::heapString(name);
   }
   return nullptr;
 }
@@ -128,7 +151,7 @@ kj::String errorTypeName(const kj::Exception& e) {
 }
 
 kj::Maybe<RemoteActorError> RemoteActorError::from(const kj::Exception& e) {
-  auto desc = e.getDescription();
+  auto desc = withoutRpcPrefix(e.getDescription());
   if (!desc.startsWith(REMOTE_PREFIX)) return nullptr;
   RemoteActorError result;
   auto stackMarker = "\n remote stack:\n"_kj;
@@ -261,7 +284,7 @@ void boxError(schema::Error::Builder builder, const kj::Exception& e, const Acto
   KJ_IF_MAYBE(name, typedErrorName(e)) {
     builder.setBoxedType(*name);
     builder.setSrcType(*name);
-    builder.setMessage(desc.slice(name->size() + 2));
+    builder.setMessage(withoutRpcPrefix(desc).slice(name->size() + 2));
   } else {
     builder.setBoxedType("kj::Exception");
     builder.setSrcType("kj::Exception");

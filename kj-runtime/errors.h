@@ -81,7 +81,11 @@ kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
 // A local error of the named type (see the file comment).
 
 kj::Maybe<kj::String> typedErrorName(const kj::Exception& e);
-// The type name of a typed error; null for a plain kj::Exception.
+// The type name of a typed error; null for a plain kj::Exception. Also recognised behind Cap'n
+// Proto's "remote exception: " prefix, which a failed call on a capability (a service, a
+// capability handed out in a payload) carries: `errorTypeName()` of a call on a revoked
+// capability is "tractor::CapabilityRevoked", and RemoteActorError::from() reads a relayed
+// error behind the prefix too.
 
 kj::String errorTypeName(const kj::Exception& e);
 // The name an error goes by: a remote error's boxed type, a typed error's type, "kj::Exception"

@@ -36,6 +36,22 @@ TEST_SUITE("unit") {
     CHECK(tractor::errorTypeName(KJ_EXCEPTION(FAILED, "plain")) == "kj::Exception");
   }
 
+  TEST_CASE("errors from a capability call keep their type behind Cap'n Proto's prefix") {
+    // What a call on a revoked capability in another process raises.
+    auto revoked = KJ_EXCEPTION(FAILED, "remote exception: remote exception: "
+                                        "tractor::CapabilityRevoked: the context has ended");
+    CHECK(tractor::errorTypeName(revoked) == tractor::CAPABILITY_REVOKED);
+    // Plain text behind the prefix is not mistaken for a type.
+    auto plain = KJ_EXCEPTION(FAILED, "remote exception: Peer disconnected: bye");
+    CHECK(tractor::errorTypeName(plain) == "kj::Exception");
+    // A relayed runtime error behind the prefix is still a RemoteActorError.
+    tractor::ActorId a{kj::str("a"), kj::str("uuid-a"), 1};
+    auto cancelled = tractor::contextCancelled(a, a, "actor a was cancelled by itself");
+    auto viaRpc = KJ_EXCEPTION(FAILED, kj::str("remote exception: ", cancelled.getDescription()));
+    CHECK(tractor::isRemoteError(viaRpc, tractor::CONTEXT_CANCELLED));
+    CHECK(KJ_ASSERT_NONNULL(tractor::cancellerOf(viaRpc)).uuid == "uuid-a");
+  }
+
   TEST_CASE("foreign exceptions keep their type name") {
     kj::Exception e = [] {
       try {
