@@ -211,6 +211,9 @@ TEST_SUITE("multiproc") {
   TEST_CASE("sample fan_out broadcasts one stream to three local consumers") {
     checkSample("fan_out");
   }
+  TEST_CASE("sample typed_protocol runs a typed dialogue and a service of its own schema") {
+    checkSample("typed_protocol");
+  }
 
   TEST_CASE("sample daemon serves two separate client runs and ends on SIGTERM") {
     // The two-program sample: the daemon becomes the registrar at a fresh registry address (in
