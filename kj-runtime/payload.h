@@ -110,7 +110,8 @@ kj::String payloadTypeName(uint64_t typeId);
 
 kj::String describeValue(ValueReader reader);
 // A short human rendering for error messages and logs: `42`, `-1`, `1.5`, `"abc"` (escaped),
-// `<data 12 bytes>`, `[1, 2, "x"]`, `{"a": 1}`, `<calc.Point>`. Long texts, lists and maps are cut off with
+// `<data 12 bytes>`, `[1, 2, "x"]`, `{"a": 1}`, `<calc.capnp:Point>`. Long texts, lists and maps
+// are cut off with
 // `...` so that the result stays around 60 characters.
 
 class Value {

@@ -185,8 +185,10 @@ public:
   }
 
   kj::Promise<Result> waitForResult() {
-    return ctx.waitForResult().then([this](Value&& v) -> Result {
-      if constexpr (!std::is_same_v<Result, Value>) {
+    if constexpr (std::is_same_v<Result, Value>) {
+      return ctx.waitForResult();
+    } else {
+      return ctx.waitForResult().then([this](Value&& v) -> Result {
         if (v.isNull()) {
           // A cancellation this side asked for: a typed result has no null to stand for it.
           KJ_IF_MAYBE(o, ctx.outcome()) {
@@ -195,9 +197,9 @@ public:
             }
           }
         }
-      }
-      return _::Slot_<typename Spec::ResultType>::fromValue(kj::mv(v));
-    });
+        return Result::fromValue(kj::mv(v));
+      });
+    }
   }
   // The callee's result, checked against the spec on arrival. As Context::waitForResult(),
   // except that a ContextCancelled this side asked for is raised when the result is typed.

@@ -209,6 +209,10 @@ Task<int64_t> next(Counter::Client counter) {
   co_return response.getN();
 }
 
+int64_t nextNow(Counter::Client counter, kj::WaitScope& waitScope) {
+  return kj::Promise<int64_t>(next(kj::mv(counter))).wait(waitScope);
+}
+
 kj::Promise<kj::Maybe<kj::Exception>> nextError(Counter::Client counter) {
   return errorOf(counter.nextRequest().send().ignoreResult());
 }
@@ -382,8 +386,9 @@ TEST_SUITE("multiproc") {
     CHECK_MESSAGE(mentions(scope, "stream item"), shown(scope));
     // The child names Other if its process has seen the type (a forkserver child may have), by
     // its id otherwise.
-    CHECK_MESSAGE((mentions(scope, "expected tests/typed.capnp:Request, got tests/typed.capnp:Other") ||
-                   mentions(scope, kj::str("expected tests/typed.capnp:Request, got struct @0x",
+    auto expected = "expected tests/typed.capnp:Request, got "_kj;
+    CHECK_MESSAGE((mentions(scope, kj::str(expected, "tests/typed.capnp:Other")) ||
+                   mentions(scope, kj::str(expected, "struct @0x",
                                            kj::hex(capnp::typeId<Other>())))),
                   shown(scope));
     CHECK_MESSAGE(calleeError.startsWith(tractor::MSG_TYPE_ERROR), ds(calleeError));
@@ -407,8 +412,9 @@ TEST_SUITE("multiproc") {
     CHECK_RAISED(scope, tractor::MSG_TYPE_ERROR);
     CHECK(sourceUuid(scope) == rootUuid);
     CHECK_MESSAGE(mentions(scope, "stream item"), shown(scope));
-    CHECK_MESSAGE(mentions(scope, "expected tests/typed.capnp:Other, got tests/typed.capnp:Reply"),
-                  shown(scope));
+    CHECK_MESSAGE(
+        mentions(scope, "expected tests/typed.capnp:Other, got tests/typed.capnp:Reply"),
+        shown(scope));
     // Relayed to the sender: the callee's next receive raised it.
     CHECK_MESSAGE(calleeError.startsWith(tractor::MSG_TYPE_ERROR), ds(calleeError));
   }
@@ -429,8 +435,9 @@ TEST_SUITE("multiproc") {
     CHECK_RAISED(scope, tractor::MSG_TYPE_ERROR);
     CHECK(sourceUuid(scope) == rootUuid);
     CHECK_MESSAGE(mentions(scope, "the result from"), shown(scope));
-    CHECK_MESSAGE(mentions(scope, "expected tests/typed.capnp:Other, got tests/typed.capnp:Summary"),
-                  shown(scope));
+    CHECK_MESSAGE(
+        mentions(scope, "expected tests/typed.capnp:Other, got tests/typed.capnp:Summary"),
+        shown(scope));
   }
 
   TEST_CASE("typed context: malformed typed content is refused with MsgTypeError") {
@@ -582,5 +589,78 @@ TEST_SUITE("multiproc") {
     CHECK_RAISED(inFlight, tractor::CONTEXT_CANCELLED);
     CHECK_RAISED(after, tractor::CONTEXT_CANCELLED);
     CHECK(cancellerUuid(after) == rootUuid);
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE("typed payloads: a struct travels as itself inside a Value") {
+    Typed<Reply> reply;
+    reply.builder().setN(5);
+    reply.builder().setText("five");
+    Value v = Value::of(reply);  // through the codec: a copy
+    CHECK(v.reader().isTyped());
+    CHECK(v.reader().getTyped().getTypeId() == capnp::typeId<Reply>());
+    CHECK(tractor::kindName(v.reader()) == "struct");
+    CHECK(v.toString() == "<tests/typed.capnp:Reply>");
+    CHECK(v == Value::of(reply));
+    auto back = v.as<Typed<Reply>>();
+    CHECK(back.reader().getN() == 5);
+    CHECK(back.reader().getText() == "five");
+    Value released = kj::mv(back).release();  // no copy: the same message
+    CHECK(released == v);
+    // Another struct type, or a dynamic value, does not decode as a Reply.
+    Typed<Request> other;
+    auto wrongType = kj::runCatchingExceptions([&]() { Value::of(other).as<Typed<Reply>>(); });
+    CHECK_MESSAGE(hasText(KJ_ASSERT_NONNULL(wrongType).getDescription(),
+                          "expected tests/typed.capnp:Reply, got tests/typed.capnp:Request"),
+                  ds(KJ_ASSERT_NONNULL(wrongType).getDescription()));
+    auto dynamic = kj::runCatchingExceptions([&]() { Value::of(3).as<Typed<Reply>>(); });
+    CHECK_MESSAGE(hasText(KJ_ASSERT_NONNULL(dynamic).getDescription(), "got int64 3"),
+                  ds(KJ_ASSERT_NONNULL(dynamic).getDescription()));
+  }
+
+  TEST_CASE("typed payloads: capabilities are kept, and a revoker cuts them off") {
+    kj::EventLoop loop;
+    kj::WaitScope waitScope(loop);
+    int64_t live = liveCounters;
+    {
+      auto h = hello("hi", true);
+      CHECK(h.asValue().hasCapabilities());
+      CHECK_FALSE(hello("no", false).asValue().hasCapabilities());
+      Value copy = h.asValue().clone();  // a copy holds the same capability
+      CHECK(copy.hasCapabilities());
+      auto viaCopy = Typed<Hello>::fromValue(kj::mv(copy));
+      CHECK(nextNow(viaCopy.reader().getCounter(), waitScope) == 1);
+
+      auto revoker = kj::refcounted<tractor::Revoker>();
+      auto guarded = Typed<Hello>::fromValue(revoker->guard(h.asValue().clone()));
+      auto counter = guarded.reader().getCounter();
+      CHECK(nextNow(counter, waitScope) == 2);
+      auto pending = counter.hangRequest().send();
+      revoker->revoke(tractor::typedError(tractor::CAPABILITY_REVOKED, "the test is over"));
+      auto inFlight = kj::runCatchingExceptions([&]() { pending.wait(waitScope); });
+      CHECK(tractor::errorTypeName(KJ_ASSERT_NONNULL(inFlight)) == tractor::CAPABILITY_REVOKED);
+      auto later = kj::runCatchingExceptions([&]() { nextNow(counter, waitScope); });
+      CHECK(tractor::errorTypeName(KJ_ASSERT_NONNULL(later)) == tractor::CAPABILITY_REVOKED);
+      // The unguarded holders still reach it.
+      CHECK(nextNow(h.reader().getCounter(), waitScope) == 3);
+    }
+    loop.run();
+    CHECK(liveCounters == live);
+  }
+
+  TEST_CASE("typed payloads: a payload spec names what is wrong") {
+    auto expected = tractor::PayloadType::of<Request>();
+    CHECK(tractor::payloadMismatch(expected, tractor::Typed<Request>().asValue().reader()) ==
+          nullptr);
+    CHECK(tractor::payloadMismatch(nullptr, Value::of("anything").reader()) == nullptr);
+    auto why = KJ_ASSERT_NONNULL(tractor::payloadMismatch(expected, Value::of("x").reader()));
+    CHECK(why == "expected tests/typed.capnp:Request, got text \"x\"");
+    Value forged;
+    auto typed = forged.builder().initTyped();
+    typed.setTypeId(capnp::typeId<Request>());
+    typed.getContent().initAs<capnp::List<int64_t>>(2);
+    auto notStruct = KJ_ASSERT_NONNULL(tractor::payloadMismatch(expected, forged.reader()));
+    CHECK(hasText(notStruct, "content is not a struct"));
   }
 }
