@@ -193,10 +193,15 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
 
   // An exit before teardown is a failure; so is the main task's error.
   Child& c = *child;
-  auto exitWatch = c.process->onExit().then([this, &c]() { reportExit(c); });
+  // Each watch is evaluated eagerly: joinPromises() runs its branches' continuations only once
+  // all of them are ready.
+  auto exitWatch = c.process->onExit().then([this, &c]() { reportExit(c); })
+                       .eagerlyEvaluate(nullptr);
   // Never rejects: the connection may also be destroyed by the teardown before it breaks.
-  auto connectionWatch = c.rpc->whenBroken().then([this, &c]() { reportBrokenConnection(c); },
-                                                  [](kj::Exception&&) {});
+  auto connectionWatch = c.rpc->whenBroken()
+                             .then([this, &c]() { reportBrokenConnection(c); },
+                                   [](kj::Exception&&) {})
+                             .eagerlyEvaluate(nullptr);
   if (c.hasMainTask) {
     auto& result = c.result.emplace(
         portal.waitForResult<Value>()
