@@ -5,7 +5,9 @@
 #   ./build.sh test     install what is missing; build with g++, with clang (warnings are errors)
 #                       and with AddressSanitizer + UndefinedBehaviorSanitizer; run the whole
 #                       test suite with each, and the multi-process tests once more with the
-#                       forkserver spawn backend
+#                       forkserver spawn backend; then build the libFuzzer targets (preset fuzz,
+#                       clang) and fuzz each for FUZZ_SECONDS (default 45) from its seed corpus:
+#                       any crash, sanitizer report, hang (-timeout) or memory blow-up fails
 #
 # The builds are the CMake presets of CMakePresets.json (gcc, clang, asan).
 # Environment: JOBS (default: number of cores).
@@ -13,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(cmake ninja-build g++ clang pkg-config capnproto libcapnp-dev libseccomp-dev doctest-dev
-          iproute2)
+          iproute2 libclang-rt-14-dev)
 
 install_missing() {
   local missing=()
@@ -40,6 +42,21 @@ run_tests() {  # preset
   ctest --preset "$1" -j "${JOBS:-$(nproc)}"
 }
 
+run_fuzzers() {
+  # A bounded run of each fuzz target from a scratch copy of its seeds (new inputs stay out of
+  # the repository); findings are written to build-fuzz/findings and fail the step.
+  local work=build-fuzz/fuzz-work
+  mkdir -p build-fuzz/findings
+  for target in incoming payload; do
+    rm -rf "$work/$target"
+    mkdir -p "$work/$target"
+    build-fuzz/tractor-fuzz-$target -max_total_time="${FUZZ_SECONDS:-45}" -timeout=10 \
+      -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$target- \
+      "$work/$target" "tests/fuzz/corpus/$target" 2>&1 | grep -E "^(#[0-9]+ +DONE|Done|stat::)|ERROR|SUMMARY"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target found a bug" >&2; exit 1; }
+  done
+}
+
 install_missing
 case "${1:-}" in
   sample)
@@ -54,6 +71,9 @@ case "${1:-}" in
     done
     echo "== gcc, forkserver spawn backend"
     TRACTOR_SPAWN_METHOD=forkserver ctest --preset gcc -j "${JOBS:-$(nproc)}" -L "multiproc|scale"
+    echo "== fuzz"
+    configure_and_build fuzz
+    run_fuzzers
     ;;
   *)
     echo "usage: $0 sample|test" >&2

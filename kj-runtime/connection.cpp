@@ -154,11 +154,20 @@ PeerConnection::PeerConnection(Actor& actor, kj::Own<kj::AsyncIoStream> raw, Act
                                bool peerIsRegistrar, bool accepted)
     : peerId(kj::mv(peer)), registrar(peerIsRegistrar),
       stream((tuneTcp(*raw), kj::heap<BufferedStream>(kj::mv(raw)))),
-      rpc(*stream, actor.serve(peerId.clone()),
-          accepted ? capnp::rpc::twoparty::Side::SERVER : capnp::rpc::twoparty::Side::CLIENT),
+      rpc(*stream,
+          accepted ? capnp::rpc::twoparty::Side::SERVER : capnp::rpc::twoparty::Side::CLIENT,
+          capnp::Capability::Client(actor.serve(peerId.clone()))),
       peerActor(rpc.bootstrap().castAs<schema::Actor>()) {}
 
 PeerConnection::~PeerConnection() noexcept(false) {}
+
+kj::Promise<void> PeerConnection::onDisconnect() {
+  return rpc.onDisconnect().then([this]() {
+    KJ_IF_MAYBE(why, rpc.failure()) {
+      TRACTOR_LOG(WARNING, "connection to ", peerId.toString(), " broke: ", why->getDescription());
+    }
+  });
+}
 
 Portal PeerConnection::portal() {
   return Portal(peerActor, peerId.clone(), kj::addRef(*this));

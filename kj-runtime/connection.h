@@ -14,6 +14,7 @@
 #include <kj/async-io.h>
 #include <kj/refcount.h>
 #include "kj-runtime/address.h"
+#include "kj-runtime/limits.h"
 #include "kj-runtime/portal.h"
 
 namespace tractor {
@@ -48,13 +49,14 @@ public:
   Portal portal();
   // A portal to the peer; it keeps this connection alive.
 
-  kj::Promise<void> onDisconnect() { return rpc.onDisconnect(); }
+  kj::Promise<void> onDisconnect();
+  // Resolves once the connection has ended; logs why when it broke (see RpcConnection).
 
 private:
   ActorId peerId;
   bool registrar;
   kj::Own<kj::AsyncIoStream> stream;
-  capnp::TwoPartyClient rpc;
+  RpcConnection rpc;
   schema::Actor::Client peerActor;
   // The peer's bootstrap capability, asked for once: every portal shares it.
 };

@@ -95,6 +95,8 @@ Task<void> startDiscovery(Actor& actor, kj::Array<Address> registry, kj::Maybe<A
 
 RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
   validateActorName(options.name);
+  // Before the forkserver forks: its actors inherit them (see childEnvironmentLimits()).
+  setMessageLimits(options.messageLimits);
   raiseFdLimit();
   // Forked now, before the event loop, any thread or connection exists; outlives everything
   // below (its destructor reaps it last).

@@ -12,6 +12,7 @@
 
 #include <kj/function.h>
 #include "kj-runtime/actor.h"
+#include "kj-runtime/limits.h"
 #include "kj-runtime/registrar.h"
 #include "supervise/nursery.h"
 
@@ -38,6 +39,10 @@ struct RootOptions {
   // registrar, else becomes the registrar, listening on the first free one. An address held by
   // something that is not a registrar is skipped; if every one is, the root refuses to start.
   // Empty (the default): the root is its tree's registrar, at its own address.
+  MessageLimits messageLimits;
+  // What every connection of the tree accepts from a peer: the largest and the most deeply
+  // nested message (limits.h). Every actor of the tree uses the root's limits. A root started
+  // with limits `validate()` refuses raises before anything starts.
 
   RootOptions&& enable(kj::StringPtr module) && {
     enableModules.add(kj::str(module));
@@ -53,6 +58,10 @@ struct RootOptions {
   }
   RootOptions&& bindTo(kj::StringPtr address) && {
     bindAddress = kj::str(address);
+    return kj::mv(*this);
+  }
+  RootOptions&& withMessageLimits(MessageLimits limits) && {
+    messageLimits = limits;
     return kj::mv(*this);
   }
   RootOptions&& withRegistry(kj::StringPtr address) && {

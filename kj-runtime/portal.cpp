@@ -4,6 +4,7 @@
 
 #include "kj-runtime/actor.h"
 #include "kj-runtime/connection.h"
+#include "kj-runtime/limits.h"
 #include "kj-runtime/log.h"
 
 namespace tractor {
@@ -21,6 +22,9 @@ Portal::State::State(schema::Actor::Client capability, ActorId id,
 Portal::State::~State() noexcept(false) {}
 
 kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
+  KJ_IF_MAYBE(limit, explainLimitError(e, peer.toString())) {
+    return kj::mv(*limit);
+  }
   if (e.getType() != kj::Exception::Type::DISCONNECTED) return kj::cp(e);
   return typedError(TRANSPORT_CLOSED,
                     kj::str("connection to actor ", peer.toString(), " lost: ",
@@ -30,9 +34,18 @@ kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
 
 namespace {
 
-kj::Promise<Value> outcomeValue(schema::Outcome::Reader outcome) {
-  if (outcome.isError()) return unboxError(outcome.getError());
-  return Value(outcome.getValue());
+kj::Promise<Value> outcomeValue(schema::Outcome::Reader outcome, const ActorId& peer) {
+  // A value nested beyond the limits fails here, where it is read.
+  return kj::evalNow([&]() -> kj::Promise<Value> {
+           if (outcome.isError()) return unboxError(outcome.getError());
+           return Value(outcome.getValue());
+         })
+      .catch_([peer = peer.toString()](kj::Exception&& e) -> kj::Promise<Value> {
+        KJ_IF_MAYBE(limit, explainLimitError(e, peer)) {
+          return kj::mv(*limit);
+        }
+        return kj::mv(e);
+      });
 }
 
 }  // namespace
@@ -40,8 +53,8 @@ kj::Promise<Value> outcomeValue(schema::Outcome::Reader outcome) {
 kj::Promise<Value> Portal::send(
     capnp::Request<schema::Actor::RunParams, schema::Actor::RunResults>&& request) {
   return request.send().then(
-      [](capnp::Response<schema::Actor::RunResults>&& response) {
-        return outcomeValue(response.getOutcome());
+      [peer = state->id.clone()](capnp::Response<schema::Actor::RunResults>&& response) {
+        return outcomeValue(response.getOutcome(), peer).attach(kj::mv(response));
       },
       [peer = state->id.clone()](kj::Exception&& e) -> kj::Promise<Value> {
         return transportError(e, peer);
@@ -67,7 +80,14 @@ kj::Promise<Value> Portal::resultValue() {
         if (outcome.isError()) {
           self.resultError = unboxError(outcome.getError());
         } else {
-          self.resultValue = Value(outcome.getValue());
+          KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                             [&]() { self.resultValue = Value(outcome.getValue()); })) {
+            KJ_IF_MAYBE(limit, explainLimitError(*e, self.id.toString())) {
+              self.resultError = kj::mv(*limit);
+            } else {
+              self.resultError = kj::mv(*e);
+            }
+          }
         }
       },
       [&self](kj::Exception&& e) { self.resultError = transportError(e, self.id); });

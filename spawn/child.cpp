@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #include "kj-runtime/buffered-stream.h"
+#include "kj-runtime/limits.h"
 #include "kj-runtime/main.h"
 #include "spawn/exec-spawn.h"
 
@@ -23,6 +24,9 @@ int childMain() {
   unsetenv(CHILD_FD_ENV);
   unsetenv(PARENT_PID_ENV);
   unsetenv(ACTOR_NAME_ENV);
+  // The root's limits, before any connection exists (MESSAGE_LIMITS_ENV stays set for our own
+  // children).
+  setMessageLimits(childEnvironmentLimits());
 
   // Backstop for a parent that dies without closing the connection in order: the kernel kills
   // us. The re-check closes the race with a parent that died before the prctl.
@@ -53,14 +57,18 @@ int childMain() {
                         .fork();
   int signo;
   {
-    capnp::TwoPartyClient rpc(*connection, actor.serve(nullptr),
-                              capnp::rpc::twoparty::Side::SERVER);
+    RpcConnection rpc(*connection, capnp::rpc::twoparty::Side::SERVER,
+                      capnp::Capability::Client(actor.serve(nullptr)));
     signo = rpc.onDisconnect()
                 .then([]() { return 0; })
                 .exclusiveJoin(terminated.addBranch())
                 .wait(io.waitScope);
     if (signo == 0) {
-      TRACTOR_LOG(RUNTIME, "parent connection closed");
+      KJ_IF_MAYBE(why, rpc.failure()) {
+        TRACTOR_LOG(WARNING, "parent connection broke: ", why->getDescription());
+      } else {
+        TRACTOR_LOG(RUNTIME, "parent connection closed");
+      }
       // Whatever still runs was started over that connection: cancel it and tear down our own
       // children before exiting.
       signo = actor.cancel(actor.id())

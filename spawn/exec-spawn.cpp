@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <kj/vector.h>
+#include "kj-runtime/limits.h"
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -85,10 +86,13 @@ SpawnedChild execSpawn(kj::LowLevelAsyncIoProvider& lowLevel, kj::UnixEventPort&
   auto fdVar = kj::str(CHILD_FD_ENV, '=', CHILD_SOCKET_FD);
   auto ppidVar = kj::str(PARENT_PID_ENV, '=', getpid());
   auto nameVar = kj::str(ACTOR_NAME_ENV, '=', actorName);
+  auto limitsVar = kj::str(MESSAGE_LIMITS_ENV, '=', messageLimits().toString());
+  auto limitsPrefix = kj::str(MESSAGE_LIMITS_ENV, '=');
   kj::Vector<char*> env;
   for (char** e = environ; *e != nullptr; e++) {
     if (strncmp(*e, "TRACTOR_CHILD_FD=", 17) == 0 || strncmp(*e, "TRACTOR_PARENT_PID=", 19) == 0 ||
-        strncmp(*e, "TRACTOR_ACTOR_NAME=", 19) == 0) {
+        strncmp(*e, "TRACTOR_ACTOR_NAME=", 19) == 0 ||
+        strncmp(*e, limitsPrefix.cStr(), limitsPrefix.size()) == 0) {
       continue;
     }
     env.add(*e);
@@ -96,6 +100,7 @@ SpawnedChild execSpawn(kj::LowLevelAsyncIoProvider& lowLevel, kj::UnixEventPort&
   env.add(fdVar.begin());
   env.add(ppidVar.begin());
   env.add(nameVar.begin());
+  env.add(limitsVar.begin());
 #if TRACTOR_ADDRESS_SANITIZER
   // LeakSanitizer checks a process at exit from a tracer process it clones; an actor killed
   // during that check (its parent died) would orphan the tracer into the tree. Actors skip the

@@ -26,7 +26,8 @@ SpawnedChild execSpawn(kj::LowLevelAsyncIoProvider& lowLevel, kj::UnixEventPort&
                        kj::StringPtr actorName);
 // posix_spawn()s /proc/self/exe (vfork + exec under glibc) with the child's end of a fresh
 // socketpair at fd CHILD_SOCKET_FD, every other fd closed (all runtime fds are close-on-exec),
-// the signal mask cleared and SIGINT/SIGTERM/SIGPIPE reset to their defaults. The child's argv[0]
-// is padded so that it can carry the actor's process title.
+// the signal mask cleared and SIGINT/SIGTERM/SIGPIPE reset to their defaults, and this process's
+// message limits in MESSAGE_LIMITS_ENV (limits.h). The child's argv[0] is padded so that it can
+// carry the actor's process title.
 
 }  // namespace tractor

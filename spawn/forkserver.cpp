@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "kj-runtime/limits.h"
 #include "kj-runtime/main.h"
 
 namespace tractor {
@@ -75,6 +76,9 @@ struct FdMessage {
   snprintf(number, sizeof(number), "%d", rootPid);
   setenv(PARENT_PID_ENV, number, 1);
   setenv(ACTOR_NAME_ENV, name, 1);
+  // This process's copy of the root's limits, taken when the root forked the server (the root
+  // sets them before that).
+  setenv(MESSAGE_LIMITS_ENV, messageLimits().toString().cStr(), 1);
   // Nothing may unwind out of here: this process is a copy of the root's, and the stack below
   // is the root's.
   int code = 1;

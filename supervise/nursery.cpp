@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "kj-runtime/buffered-stream.h"
+#include "kj-runtime/limits.h"
 #include "spawn/exec-spawn.h"
 #include "spawn/forkserver.h"
 
@@ -19,18 +20,20 @@ struct ActorNursery::Child: public kj::Refcounted {
   ActorId id;
   kj::Own<ChildProcess> process;
   kj::Own<kj::AsyncIoStream> connection;
-  kj::Own<capnp::TwoPartyClient> rpc;
+  kj::Own<RpcConnection> rpc;
   kj::Maybe<Portal> portal;
   bool hasMainTask = false;
   bool closing = false;
   // Set once teardown began: an exit is expected from then on.
   bool exitReported = false;
+  bool brokenReported = false;
   kj::Maybe<kj::ForkedPromise<void>> teardown;
   kj::Maybe<kj::ForkedPromise<void>> result;
   // A runInActor child's main task: resolves once its result arrived, after a failure was
   // recorded with the nursery. Refers to the nursery, so it is dropped before the nursery.
   kj::Maybe<kj::Promise<void>> watch;
-  // Watches for an unexpected exit and for the main task's failure; refers to the nursery too.
+  // Watches for an unexpected exit, a broken connection and the main task's failure; refers to
+  // the nursery too.
 
   void forget() {
     // Drops everything that refers to the nursery.
@@ -102,6 +105,19 @@ void ActorNursery::reportExit(Child& c) {
   }
 }
 
+void ActorNursery::reportBrokenConnection(Child& c) {
+  // An orderly end (the child exited, or we closed it) is no failure: the exit watch reports an
+  // unexpected exit. A connection that broke was either side refusing the other's frames, which
+  // our own teardown never causes, so it is reported even while the nursery closes (FAILED, as
+  // childFailed() ignores disconnects then).
+  if (c.brokenReported || c.rpc.get() == nullptr) return;
+  KJ_IF_MAYBE(why, c.rpc->failure()) {
+    c.brokenReported = true;
+    childFailed(typedError(TRANSPORT_CLOSED, kj::str("connection to actor ", c.id.toString(),
+                                                     " broke: ", why->getDescription())));
+  }
+}
+
 kj::Promise<Portal> ActorNursery::startActor(kj::StringPtr name, ActorOptions options) {
   return spawn(name, kj::mv(options), nullptr);
 }
@@ -136,7 +152,7 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
   child->id = ActorId{kj::str(name), newUuid(), static_cast<uint32_t>(spawned.process->pid())};
   child->process = kj::mv(spawned.process);
   child->connection = kj::heap<BufferedStream>(kj::mv(spawned.connection));
-  child->rpc = kj::heap<capnp::TwoPartyClient>(*child->connection);
+  child->rpc = kj::heap<RpcConnection>(*child->connection, capnp::rpc::twoparty::Side::CLIENT);
   auto capability = child->rpc->bootstrap().castAs<schema::Actor>();
   TRACTOR_LOG(RUNTIME, "spawned ", child->id.toString());
   auto address = actor.childAddress(child->id);
@@ -177,7 +193,15 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
 
   // An exit before teardown is a failure; so is the main task's error.
   Child& c = *child;
-  auto exitWatch = c.process->onExit().then([this, &c]() { reportExit(c); });
+  // Each watch is evaluated eagerly: joinPromises() runs its branches' continuations only once
+  // all of them are ready.
+  auto exitWatch = c.process->onExit().then([this, &c]() { reportExit(c); })
+                       .eagerlyEvaluate(nullptr);
+  // Never rejects: the connection may also be destroyed by the teardown before it breaks.
+  auto connectionWatch = c.rpc->whenBroken()
+                             .then([this, &c]() { reportBrokenConnection(c); },
+                                   [](kj::Exception&&) {})
+                             .eagerlyEvaluate(nullptr);
   if (c.hasMainTask) {
     auto& result = c.result.emplace(
         portal.waitForResult<Value>()
@@ -200,10 +224,12 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
                         });
                   })
             .fork());
-    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), result.addBranch()))
+    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), kj::mv(connectionWatch),
+                                       result.addBranch()))
                   .eagerlyEvaluate(nullptr);
   } else {
-    c.watch = exitWatch.eagerlyEvaluate(nullptr);
+    c.watch = kj::joinPromises(kj::arr(kj::mv(exitWatch), kj::mv(connectionWatch)))
+                  .eagerlyEvaluate(nullptr);
   }
   children.add(kj::mv(child));
 
@@ -230,6 +256,8 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
 }
 
 kj::Promise<void> ActorNursery::teardownAll(bool hardKill) {
+  // A connection that broke before now is reported whatever order the news arrived in.
+  for (auto& child: children) reportBrokenConnection(*child);
   closing = true;
   kj::Vector<kj::Promise<void>> all;
   for (auto& child: children) {

@@ -86,6 +86,9 @@ private:
                                kj::Maybe<schema::Call::Reader> mainTask);
   void childFailed(kj::Exception&& error);
   void reportExit(Child& child);
+  void reportBrokenConnection(Child& child);
+  // A child whose connection broke (a malformed or oversized frame either way, a protocol
+  // violation) fails with TransportClosed naming the reason, whatever its exit status.
   kj::Promise<void> teardownAll(bool hardKill);
   kj::Promise<void> collectResults();
 };
