@@ -88,6 +88,21 @@ PayloadSpec payloadSpecOf() {
   return spec;
 }
 
+namespace _ {  // private
+
+template <typename Stream>
+kj::Promise<void> openTypedStream(Context& ctx, StreamOptions options,
+                                  kj::Function<kj::Promise<void>(Stream&)> block) {
+  // Context::openStream() with `block` given the typed view of the stream.
+  return ctx.openStream(kj::mv(options), [block = kj::mv(block)](MsgStream& s) mutable {
+    auto stream = kj::heap<Stream>(s);
+    auto& ref = *stream;
+    return kj::evalNow([&]() { return block(ref); }).attach(kj::mv(stream));
+  });
+}
+
+}  // namespace _
+
 template <typename Send, typename Receive>
 class TypedStream {
   // One side's stream of a typed context: sends `SlotType<Send>`, receives
@@ -142,11 +157,7 @@ public:
   }
   kj::Promise<void> openStream(StreamOptions options,
                                kj::Function<kj::Promise<void>(Stream&)> block) {
-    return ctx.openStream(kj::mv(options), [block = kj::mv(block)](MsgStream& s) mutable {
-      auto stream = kj::heap<Stream>(s);
-      auto& ref = *stream;
-      return kj::evalNow([&]() { return block(ref); }).attach(kj::mv(stream));
-    });
+    return _::openTypedStream<Stream>(ctx, kj::mv(options), kj::mv(block));
   }
 
   template <typename T>
@@ -177,11 +188,7 @@ public:
   }
   kj::Promise<void> openStream(StreamOptions options,
                                kj::Function<kj::Promise<void>(Stream&)> block) {
-    return ctx.openStream(kj::mv(options), [block = kj::mv(block)](MsgStream& s) mutable {
-      auto stream = kj::heap<Stream>(s);
-      auto& ref = *stream;
-      return kj::evalNow([&]() { return block(ref); }).attach(kj::mv(stream));
-    });
+    return _::openTypedStream<Stream>(ctx, kj::mv(options), kj::mv(block));
   }
 
   kj::Promise<Result> waitForResult() {

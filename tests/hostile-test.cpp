@@ -124,15 +124,6 @@ MessageLimits smallLimits() {
 
 constexpr uint64_t BIG = 1024 * 1024;
 
-template <typename Func>
-kj::Maybe<kj::Exception> runTree(Func&& block, tractor::RootOptions options = {}) {
-  return runAuditedRoot(
-      [&]() {
-        return tractor::failAfter(tractor::Actor::current().timer(), 30 * kj::SECONDS,
-                                  tractor::openNursery(kj::fwd<Func>(block)));
-      },
-      kj::mv(options));
-}
 
 tractor::RootOptions smallRoot() {
   return tractor::RootOptions().withMessageLimits(smallLimits());
@@ -265,7 +256,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("children and grandchildren inherit the root's message limits") {
     kj::String child;
     kj::String grandchild;
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.startActor("limited", tractor::enable("hostile_test"));
           child = co_await p.run(limitsHere);
@@ -276,7 +267,7 @@ TEST_SUITE("multiproc") {
     CHECK(child == smallLimits().toString());
     CHECK(grandchild == smallLimits().toString());
     // The next root without limits is back to the defaults, and so are its children.
-    auto again = runTree([&](ActorNursery& n) -> Task<void> {
+    auto again = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("plain", tractor::enable("hostile_test"));
       child = co_await p.run(limitsHere);
     });
@@ -296,7 +287,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> callError;
     uint64_t within = 0;
     kj::String after;
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.startActor("receiver", tractor::enable("hostile_test"));
           within = co_await p.run(byteCount, blob(256 * 1024));
@@ -317,7 +308,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("an oversized result is refused at the callee and the caller names the reason") {
     kj::Maybe<kj::Exception> callError;
     kj::String after;
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.startActor("sender", tractor::enable("hostile_test"));
           callError = co_await errorOf(p.run(blob, BIG).ignoreResult());
@@ -333,7 +324,7 @@ TEST_SUITE("multiproc") {
   }
 
   TEST_CASE("a runInActor child whose result is oversized fails its nursery") {
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.runInActor(blob, BIG);
           co_await p.waitForResult<Value>();
@@ -350,7 +341,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> argsError;
     kj::Maybe<kj::Exception> resultError;
     kj::String after;
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.startActor("nesting", tractor::enable("hostile_test"));
           fits = co_await p.run(depthOf, nested(20));
@@ -405,7 +396,7 @@ TEST_SUITE("multiproc") {
 
   TEST_CASE("a daemon child writing malformed frames on its own fails its nursery") {
     // Nothing of the parent's is pending on the connection: only the nursery can tell.
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("garbler", tractor::enable("hostile_test"));
       // Never awaited: the block waits for the nursery to cancel it.
       auto call = p.run(writeGarbage, int64_t(0)).ignoreResult().eagerlyEvaluate(
@@ -421,7 +412,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> toPeer;
     kj::Maybe<kj::Exception> fromPeer;
     kj::String stillThere;
-    auto error = runTree(
+    auto error = runAuditedTree(
         [&](ActorNursery& n) -> Task<void> {
           Portal p = co_await n.startActor("peer", tractor::enable("hostile_test"));
           auto address = tractor::Address::parse(co_await p.run(ownAddress));

@@ -58,5 +58,17 @@ kj::Maybe<kj::Exception> runAuditedRoot(Func&& body, RootOptions options = {}) {
   return error;
 }
 
+template <typename Func>
+kj::Maybe<kj::Exception> runAuditedTree(Func&& block, RootOptions options = {}) {
+  // Runs `block(nursery)` in a root actor under a 30-second deadline that only catches hangs,
+  // and returns what it raised; the leak audit runs once the root has reaped everything.
+  return runAuditedRoot(
+      [&]() {
+        return failAfter(Actor::current().timer(), 30 * kj::SECONDS,
+                         openNursery(kj::fwd<Func>(block)));
+      },
+      kj::mv(options));
+}
+
 }  // namespace test
 }  // namespace tractor

@@ -58,14 +58,6 @@ TRACTOR_SERVICE(service_test, calc::Calculator, makeCalculator);
 int64_t nothing() { return 0; }
 TRACTOR_EXPOSE(service_other, nothing);
 
-template <typename Func>
-kj::Maybe<kj::Exception> runTree(Func&& block) {
-  return runAuditedRoot([&]() {
-    return tractor::failAfter(tractor::Actor::current().timer(), 30 * kj::SECONDS,
-                              tractor::openNursery(kj::fwd<Func>(block)));
-  });
-}
-
 }  // namespace
 
 TEST_SUITE("multiproc") {
@@ -73,7 +65,7 @@ TEST_SUITE("multiproc") {
     int64_t sum = 0;
     int64_t pipelined = 0;
     kj::Maybe<kj::Exception> failed;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("calculator", tractor::enable("service_test"));
       auto calculator = p.bootstrap<calc::Calculator>();
       auto add = calculator.addRequest();
@@ -101,7 +93,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> notEnabled;
     kj::Maybe<kj::Exception> notServed;
     int64_t stillAnswers = -1;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("other", tractor::enable("service_other"));
       auto calculator = p.bootstrap<calc::Calculator>();
       auto add = calculator.addRequest();
@@ -122,7 +114,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> later;
     kj::Maybe<kj::Exception> viaAdder;
     int64_t before = 0;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("calculator", tractor::enable("service_test"));
       auto calculator = p.bootstrap<calc::Calculator>();
       auto make = calculator.adderRequest();

@@ -196,14 +196,6 @@ Typed<Hello> counterFor(kj::String greeting) { return hello(greeting, true); }
 TRACTOR_EXPOSE(typed_test, counterFor);
 // A function result that holds a capability: revoked when this actor is cancelled.
 
-template <typename Func>
-kj::Maybe<kj::Exception> runTree(Func&& block) {
-  return runAuditedRoot([&]() {
-    return tractor::failAfter(tractor::Actor::current().timer(), 30 * kj::SECONDS,
-                              tractor::openNursery(kj::fwd<Func>(block)));
-  });
-}
-
 Task<int64_t> next(Counter::Client counter) {
   auto response = co_await counter.nextRequest().send();
   co_return response.getN();
@@ -255,7 +247,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> afterScope;
     kj::Maybe<kj::Exception> resultAfterScope;
     int64_t liveAfter = -1;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       kj::Maybe<Counter::Client> kept;
       kj::Maybe<Counter::Client> keptResult;
@@ -312,7 +304,7 @@ TEST_SUITE("multiproc") {
     kj::String childUuid;
     kj::String rootUuid;
     bool blockRan = false;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       childUuid = kj::str(p.actorId().uuid);
       rootUuid = kj::str(tractor::Actor::current().id().uuid);
@@ -340,7 +332,7 @@ TEST_SUITE("multiproc") {
     kj::String greeting;
     kj::String calleeError;
     int64_t total = 0;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       co_await p.openContext(badStartedFirst,
                              [&](CallerContext<Session>& ctx, Typed<Hello> h) -> Task<void> {
@@ -365,7 +357,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> scope;
     kj::String calleeError;
     kj::String childUuid;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       childUuid = kj::str(p.actorId().uuid);
       scope = co_await errorOf(p.openContext(
@@ -398,7 +390,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> scope;
     kj::String calleeError;
     kj::String rootUuid;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       rootUuid = kj::str(tractor::Actor::current().id().uuid);
       scope = co_await errorOf(p.openContext(
@@ -422,7 +414,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("typed context: a result of the wrong type is refused by the caller") {
     kj::Maybe<kj::Exception> scope;
     kj::String rootUuid;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       rootUuid = kj::str(tractor::Actor::current().id().uuid);
       scope = co_await errorOf(p.openContext(
@@ -443,7 +435,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("typed context: malformed typed content is refused with MsgTypeError") {
     kj::Maybe<kj::Exception> scope;
     kj::String calleeError;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       // A hostile caller: claims a Request, sends a list.
       scope = co_await errorOf(p.openContext(
@@ -470,7 +462,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> scope;
     kj::String calleeError;
     kj::String childUuid;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       childUuid = kj::str(p.actorId().uuid);
       scope = co_await errorOf(p.openContext(
@@ -509,7 +501,7 @@ TEST_SUITE("multiproc") {
     kj::String afterEndText;
     int64_t calls = 0;
     int64_t liveInA = -1;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal a = co_await n.startActor("a", tractor::enable("typed_test"));
       Portal b = co_await n.startActor("b", tractor::enable("typed_test"));
       co_await b.openContext(user, [&](CallerContext<HandOff>& bctx, Value) -> Task<void> {
@@ -547,7 +539,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("typed context: a call in flight fails when its context ends") {
     kj::Maybe<kj::Promise<kj::Maybe<kj::Exception>>> inFlight;
     kj::Maybe<kj::Exception> hung;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       co_await p.openContext(echo, 0,
                              [&](CallerContext<Session>& ctx, Typed<Hello> h) -> Task<void> {
@@ -569,7 +561,7 @@ TEST_SUITE("multiproc") {
     kj::Maybe<kj::Exception> inFlight;
     kj::Maybe<kj::Exception> after;
     kj::String rootUuid;
-    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
       Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
       rootUuid = kj::str(tractor::Actor::current().id().uuid);
       Typed<Hello> h = co_await p.run(counterFor, "hi");
