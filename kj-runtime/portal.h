@@ -333,7 +333,9 @@ kj::Promise<void> Portal::openByName(kj::StringPtr module, kj::StringPtr functio
   auto all = std::forward_as_tuple(kj::fwd<ArgsAndBlock>(argsAndBlock)...);
   auto request = state->capability.openContextRequest();
   _::encodeCallFrom(request.initCall(), module, function, all, std::make_index_sequence<ARGS>());
-  auto&& block = std::get<ARGS>(all);
+  // Taken from the tuple as it was passed: a temporary block is moved into the dialogue (which
+  // outlives this statement), a named one is referenced (kj::Function's rule).
+  auto&& block = std::get<ARGS>(kj::mv(all));
   if constexpr (STREAM_FROM) {
     request.initOptions().setKind(schema::DialogueKind::STREAM_FROM);
     return openStreamWith(kj::mv(request), kj::fwd<decltype(block)>(block));

@@ -60,6 +60,8 @@ struct Slot_ {
   static kj::Maybe<PayloadType> payloadType() { return PayloadType::of<T>(); }
   static Value toValue(Type&& value) { return kj::mv(value).release(); }
   static Type fromValue(Value&& value) { return Type::fromValue(kj::mv(value)); }
+  static Type fromChecked(Value&& value) { return Type(kj::mv(value), nullptr); }
+  // A value the context already checked against the spec on arrival.
 };
 
 template <>
@@ -69,6 +71,7 @@ struct Slot_<Value> {
   static kj::Maybe<PayloadType> payloadType() { return nullptr; }
   static Value toValue(Value&& value) { return kj::mv(value); }
   static Value fromValue(Value&& value) { return kj::mv(value); }
+  static Value fromChecked(Value&& value) { return kj::mv(value); }
 };
 
 }  // namespace _
@@ -121,7 +124,7 @@ public:
   kj::Promise<kj::Maybe<SlotType<Receive>>> receive() {
     return stream.receive().then([](kj::Maybe<Value>&& item) -> kj::Maybe<SlotType<Receive>> {
       KJ_IF_MAYBE(v, item) {
-        return _::Slot_<Receive>::fromValue(kj::mv(*v));
+        return _::Slot_<Receive>::fromChecked(kj::mv(*v));
       }
       return nullptr;
     });
@@ -204,7 +207,7 @@ public:
             }
           }
         }
-        return Result::fromValue(kj::mv(v));
+        return _::Slot_<typename Spec::ResultType>::fromChecked(kj::mv(v));
       });
     }
   }
@@ -264,7 +267,7 @@ kj::Function<kj::Promise<void>(Context&, Value)> typedCallerBlock(Block&& block)
     auto typed = kj::heap<CallerContext<Spec>>(ctx);
     auto& ref = *typed;
     return kj::evalNow([&]() -> kj::Promise<void> {
-             return block(ref, Slot_<typename Spec::StartedType>::fromValue(kj::mv(first)));
+             return block(ref, Slot_<typename Spec::StartedType>::fromChecked(kj::mv(first)));
            })
         .attach(kj::mv(typed));
   };

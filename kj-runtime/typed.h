@@ -63,6 +63,11 @@ struct PayloadSpec {
   kj::Maybe<PayloadType> result;
 };
 
+namespace _ {  // private
+template <typename T>
+struct Slot_;
+}  // namespace _
+
 template <typename T>
 class Typed {
   // One struct of the user's schema type T, owned, ready to send or received. Movable; copy
@@ -100,6 +105,10 @@ public:
 private:
   Value value;
   typename T::Builder root = nullptr;
+
+  template <typename U>
+  friend struct _::Slot_;
+  // The runtime hands over received values it already checked against the spec.
 
   Typed(Value&& v, decltype(nullptr)): value(kj::mv(v)) {
     root = value.builder().getTyped().getContent().template getAs<T>();

@@ -17,16 +17,15 @@ struct Value {
     list @7 :List(Value);
     map @8 :List(Entry);
     # A map keeps its entries in the order they were encoded; keys are Values themselves.
-    typed @9 :Typed;
-    # A struct of a user's own schema, carried as itself (kj-runtime/typed.h).
-  }
-
-  struct Typed {
-    typeId @0 :UInt64;
-    # The Cap'n Proto id of the struct type `content` was built as.
-    content @1 :AnyPointer;
-    # The struct. It may hold capabilities, which are revoked when the dialogue that sent them
-    # ends (see context.h).
+    typed :group {
+      # A struct of a user's own schema, carried as itself (kj-runtime/typed.h). A group, so
+      # that the struct is one pointer away from the Value.
+      typeId @9 :UInt64;
+      # The Cap'n Proto id of the struct type `content` was built as.
+      content @10 :AnyPointer;
+      # The struct. It may hold capabilities, which are revoked when the dialogue that sent
+      # them ends (see context.h).
+    }
   }
 
   struct Entry {
