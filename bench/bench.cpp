@@ -25,6 +25,9 @@
 // - context_stream_rtt: one context open with a daemon actor whose context function echoes every
 //   stream item; the root sends an int64 and waits for it to come back, sequentially. Floor: the
 //   socketpair ping-pong of portal_run_rtt, in blocks interleaved with this figure's own.
+// - context_stream_rtt_typed: the same through a typed dialogue (`TickDialogue`: Ticks of
+//   bench/bench.capnp both ways) with the same daemon, both contexts open at once; blocks of
+//   floor, dynamic and typed round trips alternate. Shows the ratio to context_stream_rtt.
 // - stream_throughput_8b, stream_throughput_1k (items/s and MB/s of payload; p50 of the runs): a
 //   context function in a daemon actor streams N items to the root, which reads them as fast as
 //   it can (`receive()` in a loop); int64 items (8 bytes) and 1 KiB data items. Timed from before
@@ -32,6 +35,9 @@
 //   a slow reader stalls the sender instead of failing it. Floor: a helper process writes N items
 //   to a socketpair, one `write` of the item's size each, while the root reads with 64 KiB reads
 //   until it has every byte; one floor run before each runtime run.
+// - stream_throughput_8b_typed, stream_throughput_1k_typed: the same with typed items (Tick, 8
+//   bytes; Blob, a number and 1 KiB of data), each run right after the dynamic run that follows
+//   a floor run. Show the ratio to the dynamic figure.
 // - peer_run_rtt_uds, peer_run_rtt_tcp: two sibling actors, "server" and "client", started by the
 //   root; the client finds the server by name (`findActor`, through the root, which is the
 //   registrar) and calls `Portal::run(echo, i)` on it sequentially over their own connection: a
@@ -47,7 +53,7 @@
 //
 // Each floor is measured in the same run, interleaved with its figure (one floor sample before
 // each spawn run; alternating blocks of 1,000 round trips; one throughput floor run before each
-// stream run), so that both see the same load and CPU placement. The ping-pong and stream
+// pair of stream runs), so that both see the same load and CPU placement. The ping-pong and stream
 // helpers are forked in main() before `tractor::main()` creates the KJ event loop and never
 // touch KJ. Every helper process is reaped; the runtime reaps the actors; after each
 // error_to_reaped run every pid of the tree is checked to be gone (no process left, no zombie).
@@ -65,11 +71,86 @@
 #include <chrono>
 #include <string>
 #include <vector>
+#include "bench/bench.capnp.h"
 #include "kj-runtime/main.h"
 
 extern char** environ;
 
+namespace tractorbench {
+// Types that function templates below hold in coroutine frames: outside the anonymous namespace,
+// since g++ 12 rejects such a frame (-Wsubobject-linkage) when they are inside it.
+
+template <typename Item>
+class StreamItems;
+// The stream figures' items of one kind, `size` payload bytes each: `make(i)` builds item i of a
+// run, `check(item, i)` verifies it where it arrived. Dynamic items are int64 Values (8 bytes) or
+// Data Values; typed ones are Ticks and Blobs (bench/bench.capnp). A large item is a copy of one
+// prepared item, as the dynamic figures have always sent it (`clone()`).
+
+template <>
+class StreamItems<tractor::Value> {
+public:
+  explicit StreamItems(int64_t size): size(size) {
+    if (size == 8) return;
+    auto bytes = kj::heapArray<kj::byte>(size);
+    memset(bytes.begin(), 0, bytes.size());
+    blob = tractor::Value::of(bytes);
+  }
+  tractor::Value make(int64_t index) const {
+    return size == 8 ? tractor::Value::of(index) : blob.clone();
+  }
+  void check(const tractor::Value& item, int64_t index) const {
+    if (size == 8) {
+      KJ_REQUIRE(item.as<int64_t>() == index, "wrong stream item", index);
+    } else {
+      KJ_REQUIRE(item.reader().getData().size() == size_t(size), "wrong stream item size");
+    }
+  }
+
+private:
+  int64_t size;
+  tractor::Value blob;
+};
+
+template <>
+class StreamItems<tractor::Typed<benchschema::Tick>> {
+public:
+  explicit StreamItems(int64_t size) { KJ_REQUIRE(size == 8, "a Tick carries 8 bytes", size); }
+  tractor::Typed<benchschema::Tick> make(int64_t index) const {
+    tractor::Typed<benchschema::Tick> tick;
+    tick.builder().setSeq(index);
+    return tick;
+  }
+  void check(const tractor::Typed<benchschema::Tick>& item, int64_t index) const {
+    KJ_REQUIRE(item.reader().getSeq() == uint64_t(index), "wrong stream item", index);
+  }
+};
+
+template <>
+class StreamItems<tractor::Typed<benchschema::Blob>> {
+public:
+  explicit StreamItems(int64_t size): size(size) { blob.builder().initData(size); }
+  tractor::Typed<benchschema::Blob> make(int64_t index) const {
+    tractor::Typed<benchschema::Blob> item(blob.reader());
+    item.builder().setSeq(index);
+    return item;
+  }
+  void check(const tractor::Typed<benchschema::Blob>& item, int64_t index) const {
+    auto reader = item.reader();
+    KJ_REQUIRE(reader.getSeq() == uint64_t(index) && reader.getData().size() == size_t(size),
+               "wrong stream item", index);
+  }
+
+private:
+  int64_t size;
+  tractor::Typed<benchschema::Blob> blob;
+};
+
+}  // namespace tractorbench
+
 namespace {
+
+using tractorbench::StreamItems;
 
 // =======================================================================================
 // Functions the actors run
@@ -88,12 +169,18 @@ tractor::Task<void> sleepForever() {
 TRACTOR_EXPOSE(bench, sleepForever);
 // A leaf of the error_to_reaped trees: running until cancelled.
 
-tractor::Task<void> echoStream(tractor::Context& ctx) {
-  // context_stream_rtt: sends every stream item straight back, until the root closes its side.
-  co_await ctx.started();
-  co_await ctx.openStream([](tractor::MsgStream& stream) -> tractor::Task<void> {
+using TickDialogue = tractor::DialogueSpec<tractor::Value, benchschema::Tick, benchschema::Tick>;
+// The typed 8-byte figures: Ticks both ways; the started value and the result stay dynamic.
+using BlobDialogue = tractor::DialogueSpec<tractor::Value, tractor::Value, benchschema::Blob>;
+// stream_throughput_1k_typed: Blobs from the callee.
+
+template <typename Callee>
+tractor::Task<void> echoItems(Callee& ctx) {
+  // context_stream_rtt*: sends every stream item straight back, until the root closes its side.
+  co_await ctx.started(tractor::Value());
+  co_await ctx.openStream([](auto& stream) -> tractor::Task<void> {
     for (;;) {
-      kj::Maybe<tractor::Value> item = co_await stream.receive();
+      auto item = co_await stream.receive();
       KJ_IF_MAYBE(value, item) {
         co_await stream.send(kj::mv(*value));
       } else {
@@ -102,29 +189,56 @@ tractor::Task<void> echoStream(tractor::Context& ctx) {
     }
   });
 }
+
+tractor::Task<void> echoStream(tractor::Context& ctx) { return echoItems(ctx); }
 TRACTOR_CONTEXT(bench, echoStream);
 
-tractor::Value streamItem(int64_t size, int64_t index) {
-  // An item of `size` payload bytes: the int64 `index` for 8, else `size` bytes of data.
-  if (size == 8) return tractor::Value::of(index);
-  auto bytes = kj::heapArray<kj::byte>(size);
-  memset(bytes.begin(), static_cast<int>(index & 0xff), bytes.size());
-  return tractor::Value::of(bytes);
+tractor::Task<void> echoTicks(tractor::CalleeContext<TickDialogue>& ctx) { return echoItems(ctx); }
+TRACTOR_CONTEXT(bench, echoTicks);
+
+template <typename Item, typename Callee>
+tractor::Task<void> produceItems(Callee& ctx, int64_t count, int64_t size) {
+  // stream_throughput_*: sends `count` items of `size` bytes as fast as the stream takes them.
+  co_await ctx.started(tractor::Value());
+  StreamItems<Item> items(size);
+  co_await ctx.openStream([&](auto& stream) -> tractor::Task<void> {
+    for (int64_t i = 0; i < count; i++) co_await stream.send(items.make(i));
+  });
 }
 
 tractor::Task<void> produceStream(tractor::Context& ctx, int64_t count, int64_t size) {
-  // stream_throughput_*: sends `count` items of `size` bytes as fast as the stream takes them.
-  co_await ctx.started();
-  co_await ctx.openStream([count, size](tractor::MsgStream& stream) -> tractor::Task<void> {
-    if (size == 8) {
-      for (int64_t i = 0; i < count; i++) co_await stream.send(i);
-    } else {
-      tractor::Value item = streamItem(size, 0);
-      for (int64_t i = 0; i < count; i++) co_await stream.send(item.clone());
-    }
-  });
+  return produceItems<tractor::Value>(ctx, count, size);
 }
 TRACTOR_CONTEXT(bench, produceStream);
+
+tractor::Task<void> produceTicks(tractor::CalleeContext<TickDialogue>& ctx, int64_t count,
+                                 int64_t size) {
+  return produceItems<tractor::Typed<benchschema::Tick>>(ctx, count, size);
+}
+TRACTOR_CONTEXT(bench, produceTicks);
+
+tractor::Task<void> produceBlobs(tractor::CalleeContext<BlobDialogue>& ctx, int64_t count,
+                                 int64_t size) {
+  return produceItems<tractor::Typed<benchschema::Blob>>(ctx, count, size);
+}
+TRACTOR_CONTEXT(bench, produceBlobs);
+
+template <typename Fn>
+struct Dialogue;
+// The caller's side of the context function type Fn: the context its block gets, the stream in
+// it and the items the callee sends.
+template <typename R, typename... Params>
+struct Dialogue<R (*)(tractor::Context&, Params...)> {
+  using Caller = tractor::Context;
+  using Stream = tractor::MsgStream;
+  using Item = tractor::Value;
+};
+template <typename R, typename Spec, typename... Params>
+struct Dialogue<R (*)(tractor::CalleeContext<Spec>&, Params...)> {
+  using Caller = tractor::CallerContext<Spec>;
+  using Stream = typename Caller::Stream;
+  using Item = tractor::SlotType<typename Spec::CalleeItemType>;
+};
 
 class SubtreeReadiness {
   // What one supervisor (or the root) waits for while its children build their subtrees: one
@@ -255,13 +369,17 @@ struct Measurements {
   Samples errorToReapedTree;
   Samples contextRtt;
   Samples contextPingPong;
-  // context_stream_rtt and its own interleaved ping-pong floor.
+  Samples contextTypedRtt;
+  // context_stream_rtt, its own interleaved ping-pong floor and context_stream_rtt_typed (whose
+  // blocks alternate with both).
   Samples streamSmall;
   Samples streamLarge;
   Samples socketSmall;
   Samples socketLarge;
-  // Throughput runs, in items per second: the runtime's stream and the raw socket floor, for
-  // 8-byte and 1 KiB items.
+  Samples typedStreamSmall;
+  Samples typedStreamLarge;
+  // Throughput runs, in items per second: the runtime's stream, the raw socket floor and the
+  // typed stream (each run right after the dynamic one), for 8-byte and 1 KiB items.
   Samples scaleSpawn;
   Samples scaleReap;
   // One sample each: all `scaleActors` daemons started and answering; all cancelled and reaped.
@@ -553,86 +671,102 @@ tractor::Task<void> measureSpawnEight() {
   }
 }
 
-tractor::Task<void> measurePortalRtt() {
-  co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
-    tractor::Portal daemon = co_await n.startActor("echo", tractor::enable("bench"));
-    measured.portalRtt.reserve(config.rttCalls);
-    measured.pingPong.reserve(config.rttCalls);
-    int64_t next = 0;
-    // Warm-up of both, then alternating blocks of floor and runtime round trips.
-    pingPongBlock(config.rttWarmup, nullptr);
-    int done = -config.rttWarmup;
-    while (done < config.rttCalls) {
-      int block = done < 0 ? -done : std::min(config.rttBlock, config.rttCalls - done);
-      bool record = done >= 0;
-      if (record) pingPongBlock(block, &measured.pingPong);
-      for (int i = 0; i < block; i++) {
-        int64_t value = next++;
-        auto start = Clock::now();
-        int64_t answer = co_await daemon.run(echo, value);
-        double elapsed = microsSince(start);
-        KJ_REQUIRE(answer == value, "wrong result from echo()", answer, value);
-        if (record) measured.portalRtt.push_back(elapsed);
-      }
-      done += block;
-    }
-  });
-}
-
-tractor::Task<void> contextRttBlock(tractor::MsgStream& stream, int roundTrips, int64_t* next,
-                                    Samples* record) {
-  // `roundTrips` sequential round trips of one int64 through the echoing context.
-  for (int i = 0; i < roundTrips; i++) {
-    int64_t value = (*next)++;
-    auto start = Clock::now();
-    co_await stream.send(value);
-    kj::Maybe<int64_t> answer = co_await stream.receive<int64_t>();
-    double elapsed = microsSince(start);
-    KJ_IF_MAYBE(a, answer) {
-      KJ_REQUIRE(*a == value, "wrong item from echoStream()", *a, value);
-    } else {
-      KJ_FAIL_REQUIRE("echoStream() ended its stream early");
-    }
-    if (record != nullptr) record->push_back(elapsed);
+tractor::Task<void> alternateWithFloor(
+    Samples* floor, kj::Function<kj::Promise<void>(int roundTrips, bool record)> runtime) {
+  // The round-trip figures: a warm-up of the floor and of `runtime`, then blocks of
+  // config.rttBlock floor round trips (recorded in `floor`) and `runtime` ones (told to record)
+  // alternating, config.rttCalls of each.
+  floor->reserve(floor->size() + config.rttCalls);
+  pingPongBlock(config.rttWarmup, nullptr);
+  co_await runtime(config.rttWarmup, false);
+  for (int done = 0; done < config.rttCalls;) {
+    int block = std::min(config.rttBlock, config.rttCalls - done);
+    pingPongBlock(block, floor);
+    co_await runtime(block, true);
+    done += block;
   }
 }
 
-tractor::Task<void> measureContextRtt() {
+tractor::Task<void> measurePortalRtt() {
   co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
     tractor::Portal daemon = co_await n.startActor("echo", tractor::enable("bench"));
-    co_await daemon.openContext(
-        echoStream, [&](tractor::Context& ctx, tractor::Value) -> tractor::Task<void> {
-          co_await ctx.openStream([&](tractor::MsgStream& stream) -> tractor::Task<void> {
-            measured.contextRtt.reserve(config.rttCalls);
-            measured.contextPingPong.reserve(config.rttCalls);
-            int64_t next = 0;
-            // Warm-up of both, then alternating blocks, as for portal_run_rtt.
-            pingPongBlock(config.rttWarmup, nullptr);
-            co_await contextRttBlock(stream, config.rttWarmup, &next, nullptr);
-            for (int done = 0; done < config.rttCalls;) {
-              int block = std::min(config.rttBlock, config.rttCalls - done);
-              pingPongBlock(block, &measured.contextPingPong);
-              co_await contextRttBlock(stream, block, &next, &measured.contextRtt);
-              done += block;
-            }
-          });
-          co_await ctx.waitForResult();
+    int64_t next = 0;
+    co_await alternateWithFloor(
+        &measured.pingPong, [&](int calls, bool record) -> tractor::Task<void> {
+          for (int i = 0; i < calls; i++) {
+            int64_t value = next++;
+            auto start = Clock::now();
+            int64_t answer = co_await daemon.run(echo, value);
+            double elapsed = microsSince(start);
+            KJ_REQUIRE(answer == value, "wrong result from echo()", answer, value);
+            if (record) measured.portalRtt.push_back(elapsed);
+          }
         });
   });
 }
 
-tractor::Task<int64_t> receiveAll(tractor::MsgStream& stream, int64_t size) {
+template <typename Item, typename Stream>
+tractor::Task<void> contextRttBlock(Stream& stream, int roundTrips, int64_t* next,
+                                    Samples* record) {
+  // `roundTrips` sequential round trips of one 8-byte item through an echoing context, each
+  // timed from before the item is built until the answer was checked.
+  StreamItems<Item> items(8);
+  for (int i = 0; i < roundTrips; i++) {
+    int64_t index = (*next)++;
+    auto start = Clock::now();
+    co_await stream.send(items.make(index));
+    kj::Maybe<Item> answer = co_await stream.receive();
+    KJ_IF_MAYBE(a, answer) {
+      items.check(*a, index);
+    } else {
+      KJ_FAIL_REQUIRE("the echoing context ended its stream early");
+    }
+    double elapsed = microsSince(start);
+    if (record != nullptr) record->push_back(elapsed);
+  }
+}
+
+template <typename Fn>
+tractor::Task<void> withEchoStream(
+    tractor::Portal daemon, Fn echoFn,
+    kj::Function<kj::Promise<void>(typename Dialogue<Fn>::Stream&)> body) {
+  // Opens the echoing context `echoFn` with `daemon` and runs `body` with its open stream.
+  using Caller = typename Dialogue<Fn>::Caller;
+  co_await daemon.openContext(echoFn, [&body](Caller& ctx, tractor::Value) -> tractor::Task<void> {
+    co_await ctx.openStream(kj::mv(body));
+    co_await ctx.waitForResult();
+  });
+}
+
+tractor::Task<void> measureContextRtt() {
+  // context_stream_rtt and context_stream_rtt_typed: a dynamic and a typed echoing context open
+  // at once with one daemon; blocks of floor, dynamic and typed round trips alternate.
+  co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
+    tractor::Portal daemon = co_await n.startActor("echo", tractor::enable("bench"));
+    co_await withEchoStream(daemon, echoStream, [&](tractor::MsgStream& dynamic) {
+      return withEchoStream(daemon, echoTicks, [&](auto& typed) -> tractor::Task<void> {
+        int64_t next = 0;
+        co_await alternateWithFloor(
+            &measured.contextPingPong, [&](int roundTrips, bool record) -> tractor::Task<void> {
+              co_await contextRttBlock<tractor::Value>(
+                  dynamic, roundTrips, &next, record ? &measured.contextRtt : nullptr);
+              co_await contextRttBlock<tractor::Typed<benchschema::Tick>>(
+                  typed, roundTrips, &next, record ? &measured.contextTypedRtt : nullptr);
+            });
+      });
+    });
+  });
+}
+
+template <typename Item, typename Stream>
+tractor::Task<int64_t> receiveAll(Stream& stream, int64_t size) {
   // Reads `stream` to its end as fast as it can; returns how many items came.
+  StreamItems<Item> items(size);
   int64_t received = 0;
   for (;;) {
-    kj::Maybe<tractor::Value> item = co_await stream.receive();
+    auto item = co_await stream.receive();
     KJ_IF_MAYBE(value, item) {
-      if (size == 8) {
-        KJ_REQUIRE(value->as<int64_t>() == received, "stream item out of order");
-      } else {
-        KJ_REQUIRE(value->reader().getData().size() == size_t(size), "wrong stream item size");
-      }
-      received++;
+      items.check(*value, received++);
     } else {
       break;
     }
@@ -640,17 +774,20 @@ tractor::Task<int64_t> receiveAll(tractor::MsgStream& stream, int64_t size) {
   co_return received;
 }
 
-tractor::Task<double> streamRun(tractor::Portal daemon, int64_t count, int64_t size) {
-  // One runtime run: `count` items of `size` bytes from the daemon; returns items per second.
+template <typename Fn>
+tractor::Task<double> streamRun(tractor::Portal daemon, Fn produce, int64_t count, int64_t size) {
+  // One runtime run: `count` items of `size` bytes from the daemon's context function `produce`
+  // (produceStream or a typed one); returns items per second.
+  using D = Dialogue<Fn>;
   Clock::time_point start = Clock::now();
   Clock::time_point end;
   int64_t received = 0;
   co_await daemon.openContext(
-      tractor::StreamOptions().withOverruns(), produceStream, count, size,
-      [&](tractor::Context& ctx, tractor::Value) -> tractor::Task<void> {
+      tractor::StreamOptions().withOverruns(), produce, count, size,
+      [&](typename D::Caller& ctx, tractor::Value) -> tractor::Task<void> {
         co_await ctx.openStream(tractor::StreamOptions().withOverruns(),
-                                [&](tractor::MsgStream& stream) -> tractor::Task<void> {
-                                  received = co_await receiveAll(stream, size);
+                                [&](typename D::Stream& stream) -> tractor::Task<void> {
+                                  received = co_await receiveAll<typename D::Item>(stream, size);
                                   end = Clock::now();
                                 });
       });
@@ -658,22 +795,47 @@ tractor::Task<double> streamRun(tractor::Portal daemon, int64_t count, int64_t s
   co_return count / (std::chrono::duration<double>(end - start).count());
 }
 
+using StreamRuns = kj::Function<kj::Promise<void>(int64_t count, bool record)>;
+
+tractor::Task<void> alternateWithStreamFloor(int64_t count, int64_t size, Samples* floor,
+                                             StreamRuns runtime) {
+  // The throughput figures: a warm-up of a tenth of `count` items of `size` bytes (floor and
+  // `runtime`), then config.streamRuns runs of `count`, each floor run (recorded in `floor`)
+  // followed by `runtime` (told to record).
+  socketStreamRun(count / 10, size);
+  co_await runtime(count / 10, false);
+  for (int run = 0; run < config.streamRuns; run++) {
+    floor->push_back(socketStreamRun(count, size));
+    co_await runtime(count, true);
+  }
+}
+
+template <typename TypedFn>
+StreamRuns dynamicAndTyped(tractor::Portal daemon, TypedFn produceTyped, int64_t size,
+                           Samples* dynamic, Samples* typed) {
+  // A run of produceStream then one of `produceTyped`, from `daemon`.
+  return [=](int64_t count, bool record) -> tractor::Task<void> {
+    double rate = co_await streamRun(daemon, produceStream, count, size);
+    double typedRate = co_await streamRun(daemon, produceTyped, count, size);
+    if (record) {
+      dynamic->push_back(rate);
+      typed->push_back(typedRate);
+    }
+  };
+}
+
 tractor::Task<void> measureStreamThroughput() {
+  // stream_throughput_* and their typed counterparts, after the same floor run.
   co_await tractor::openNursery([&](tractor::ActorNursery& n) -> tractor::Task<void> {
     tractor::Portal daemon = co_await n.startActor("producer", tractor::enable("bench"));
-    // One unrecorded warm-up run of each, then floor and runtime runs alternating.
-    socketStreamRun(config.smallItems / 10, 8);
-    co_await streamRun(daemon, config.smallItems / 10, 8);
-    for (int run = 0; run < config.streamRuns; run++) {
-      measured.socketSmall.push_back(socketStreamRun(config.smallItems, 8));
-      double rate = co_await streamRun(daemon, config.smallItems, 8);
-      measured.streamSmall.push_back(rate);
-    }
-    for (int run = 0; run < config.streamRuns; run++) {
-      measured.socketLarge.push_back(socketStreamRun(config.largeItems, 1024));
-      double rate = co_await streamRun(daemon, config.largeItems, 1024);
-      measured.streamLarge.push_back(rate);
-    }
+    co_await alternateWithStreamFloor(
+        config.smallItems, 8, &measured.socketSmall,
+        dynamicAndTyped(daemon, produceTicks, 8, &measured.streamSmall,
+                        &measured.typedStreamSmall));
+    co_await alternateWithStreamFloor(
+        config.largeItems, 1024, &measured.socketLarge,
+        dynamicAndTyped(daemon, produceBlobs, 1024, &measured.streamLarge,
+                        &measured.typedStreamLarge));
   });
 }
 
@@ -709,7 +871,7 @@ TRACTOR_EXPOSE(bench, peerRttBlock);
 tractor::Task<double> peerStreamRun(kj::String peerName, int64_t count, int64_t size) {
   // In the client: one stream_throughput run from the sibling `peerName`; items per second.
   tractor::Portal peer = co_await findPeer(kj::mv(peerName));
-  double rate = co_await streamRun(peer, count, size);
+  double rate = co_await streamRun(peer, produceStream, count, size);
   co_return rate;
 }
 TRACTOR_EXPOSE(bench, peerStreamRun);
@@ -753,6 +915,14 @@ void append(Samples& to, const std::vector<double>& from) {
   to.insert(to.end(), from.begin(), from.end());
 }
 
+StreamRuns peerStreamRuns(tractor::Portal client, int64_t size, Samples* rates) {
+  // A peer_stream run of `client` reading from its sibling "server".
+  return [=](int64_t count, bool record) mutable -> tractor::Task<void> {
+    double rate = co_await client.run(peerStreamRun, "server", count, size);
+    if (record) rates->push_back(rate);
+  };
+}
+
 tractor::Task<void> measurePeers(int transport) {
   // The peer figures on the transport of the running root (UDS or TCP).
   co_await tractor::openNursery([transport](tractor::ActorNursery& n) -> tractor::Task<void> {
@@ -760,33 +930,17 @@ tractor::Task<void> measurePeers(int transport) {
     co_await n.startActor("server", tractor::enable("bench"));
     tractor::Portal client = co_await n.startActor("client", tractor::enable("bench"));
 
-    // Round trips: one warm-up of each (the client connects to the server in its first block),
-    // then alternating blocks of floor and runtime round trips.
-    pingPongBlock(config.rttWarmup, nullptr);
-    co_await client.run(peerRttBlock, "server", 0, config.rttWarmup);
-    int64_t next = config.rttWarmup;
-    for (int done = 0; done < config.rttCalls;) {
-      int block = std::min(config.rttBlock, config.rttCalls - done);
-      pingPongBlock(block, &m.pingPong);
-      std::vector<double> samples = co_await client.run(peerRttBlock, "server", next, block);
-      append(m.rtt, samples);
-      next += block;
-      done += block;
-    }
-
-    // Streams: a warm-up, then floor and runtime runs alternating.
-    socketStreamRun(config.smallItems / 10, 8);
-    co_await client.run(peerStreamRun, "server", config.smallItems / 10, 8);
-    for (int run = 0; run < config.streamRuns; run++) {
-      m.socketSmall.push_back(socketStreamRun(config.smallItems, 8));
-      double rate = co_await client.run(peerStreamRun, "server", config.smallItems, 8);
-      m.streamSmall.push_back(rate);
-    }
-    for (int run = 0; run < config.streamRuns; run++) {
-      m.socketLarge.push_back(socketStreamRun(config.largeItems, 1024));
-      double rate = co_await client.run(peerStreamRun, "server", config.largeItems, 1024);
-      m.streamLarge.push_back(rate);
-    }
+    // Round trips: the client connects to the server in its warm-up block.
+    int64_t next = 0;
+    co_await alternateWithFloor(&m.pingPong, [&](int calls, bool record) -> tractor::Task<void> {
+      std::vector<double> samples = co_await client.run(peerRttBlock, "server", next, calls);
+      if (record) append(m.rtt, samples);
+      next += calls;
+    });
+    co_await alternateWithStreamFloor(config.smallItems, 8, &m.socketSmall,
+                                      peerStreamRuns(client, 8, &m.streamSmall));
+    co_await alternateWithStreamFloor(config.largeItems, 1024, &m.socketLarge,
+                                      peerStreamRuns(client, 1024, &m.streamLarge));
 
     // Discovery.
     std::vector<double> finds = co_await client.run(timeFindActor, "server", config.findCalls);
@@ -993,7 +1147,13 @@ struct Figure {
   const char* note;
   const char* target;
   // Printed after the row of the table; nullptr when there is none.
+  const char* baseName = nullptr;
+  const Samples* baseSamples = nullptr;
+  // The figure this one is compared with (p50 over its p50), when there is one: the dynamic
+  // counterpart of a typed figure.
 };
+
+double ratio(double value, double base) { return base > 0 ? value / base : 0.0; }
 
 void printJson(const Figure& figure) {
   Stats s = statsOf(*figure.samples);
@@ -1003,26 +1163,40 @@ void printJson(const Figure& figure) {
     Stats f = statsOf(*figure.floorSamples);
     printf(",\"floor\":\"%s\",\"floor_n\":%zu,\"floor_p50\":%.2f,\"floor_p90\":%.2f,"
            "\"floor_p99\":%.2f,\"ratio_p50\":%.2f",
-           figure.floorName, f.n, f.p50, f.p90, f.p99, f.p50 > 0 ? s.p50 / f.p50 : 0.0);
+           figure.floorName, f.n, f.p50, f.p90, f.p99, ratio(s.p50, f.p50));
+  }
+  if (figure.baseName != nullptr) {
+    Stats b = statsOf(*figure.baseSamples);
+    printf(",\"vs\":\"%s\",\"vs_p50\":%.2f,\"ratio_vs_p50\":%.2f", figure.baseName, b.p50,
+           ratio(s.p50, b.p50));
   }
   if (figure.note != nullptr) printf(",\"note\":\"%s\"", figure.note);
   printf("}\n");
 }
 
+void printVersus(const char* baseName, const Samples* baseSamples, double p50,
+                 const char* format) {
+  // Table column: "vs <base>: <ratio>x" for a figure compared with another.
+  if (baseName == nullptr) return;
+  printf("   vs %s: ", baseName);
+  printf(format, ratio(p50, statsOf(*baseSamples).p50));
+}
+
 void printTable(kj::ArrayPtr<const Figure> figures) {
-  printf("\n%-22s %10s %10s %10s   %-24s %10s %8s\n", "figure (us)", "p50", "p90", "p99", "floor",
+  printf("\n%-26s %10s %10s %10s   %-24s %10s %8s\n", "figure (us)", "p50", "p90", "p99", "floor",
          "floor p50", "ratio");
   for (auto& figure: figures) {
     Stats s = statsOf(*figure.samples);
-    printf("%-22s %10.1f %10.1f %10.1f", figure.name, s.p50, s.p90, s.p99);
+    printf("%-26s %10.1f %10.1f %10.1f", figure.name, s.p50, s.p90, s.p99);
     if (figure.floorName != nullptr) {
       Stats f = statsOf(*figure.floorSamples);
-      printf("   %-24s %10.1f %7.2fx\n", figure.floorName, f.p50, s.p50 / f.p50);
+      printf("   %-24s %10.1f %7.2fx", figure.floorName, f.p50, s.p50 / f.p50);
     } else {
       printf("   %-24s %10s %8s", "-", "-", "-");
       if (figure.target != nullptr) printf("   target: %s", figure.target);
-      printf("\n");
     }
+    printVersus(figure.baseName, figure.baseSamples, s.p50, "%.2fx");
+    printf("\n");
   }
 }
 
@@ -1034,6 +1208,10 @@ struct Throughput {
   int64_t itemSize;
   // Payload bytes per item.
   const char* target;
+  // nullptr when there is none.
+  const char* baseName = nullptr;
+  const Samples* baseSamples = nullptr;
+  // As for Figure: the ratio is this figure's items/s over the base's.
 };
 
 void printThroughputJson(const Throughput& figure) {
@@ -1042,22 +1220,31 @@ void printThroughputJson(const Throughput& figure) {
   double mb = figure.itemSize / 1e6;
   printf("{\"figure\":\"%s\",\"unit\":\"items/s\",\"item_bytes\":%lld,\"n\":%zu,"
          "\"p50\":%.0f,\"mb_per_s_p50\":%.2f,\"floor\":\"%s\",\"floor_n\":%zu,"
-         "\"floor_p50\":%.0f,\"floor_mb_per_s_p50\":%.2f,\"ratio_p50\":%.3f,"
-         "\"note\":\"p50 of the runs; target: %s\"}\n",
+         "\"floor_p50\":%.0f,\"floor_mb_per_s_p50\":%.2f,\"ratio_p50\":%.3f",
          figure.name, static_cast<long long>(figure.itemSize), s.n, s.p50, s.p50 * mb,
-         figure.floorName, f.n, f.p50, f.p50 * mb, f.p50 > 0 ? s.p50 / f.p50 : 0.0,
-         figure.target);
+         figure.floorName, f.n, f.p50, f.p50 * mb, ratio(s.p50, f.p50));
+  if (figure.baseName != nullptr) {
+    Stats b = statsOf(*figure.baseSamples);
+    printf(",\"vs\":\"%s\",\"vs_p50\":%.0f,\"ratio_vs_p50\":%.3f", figure.baseName, b.p50,
+           ratio(s.p50, b.p50));
+  }
+  printf(",\"note\":\"p50 of the runs");
+  if (figure.target != nullptr) printf("; target: %s", figure.target);
+  printf("\"}\n");
 }
 
 void printThroughputTable(kj::ArrayPtr<const Throughput> figures) {
-  printf("\n%-22s %12s %9s   %-24s %12s %9s %8s\n", "throughput (p50)", "items/s", "MB/s",
+  printf("\n%-26s %12s %9s   %-24s %12s %9s %8s\n", "throughput (p50)", "items/s", "MB/s",
          "floor", "items/s", "MB/s", "ratio");
   for (auto& figure: figures) {
     Stats s = statsOf(*figure.samples);
     Stats f = statsOf(*figure.floorSamples);
     double mb = figure.itemSize / 1e6;
-    printf("%-22s %12.0f %9.1f   %-24s %12.0f %9.1f %7.3fx   target: %s\n", figure.name, s.p50,
-           s.p50 * mb, figure.floorName, f.p50, f.p50 * mb, s.p50 / f.p50, figure.target);
+    printf("%-26s %12.0f %9.1f   %-24s %12.0f %9.1f %7.3fx", figure.name, s.p50, s.p50 * mb,
+           figure.floorName, f.p50, f.p50 * mb, s.p50 / f.p50);
+    if (figure.target != nullptr) printf("   target: %s", figure.target);
+    printVersus(figure.baseName, figure.baseSamples, s.p50, "%.3fx");
+    printf("\n");
   }
 }
 
@@ -1078,6 +1265,9 @@ void report() {
        "information: exec of this binary exiting at the top of main", nullptr},
       {"context_stream_rtt", &measured.contextRtt, "socketpair_pingpong",
        &measured.contextPingPong, "target: p50 within 3x the floor", nullptr},
+      {"context_stream_rtt_typed", &measured.contextTypedRtt, "socketpair_pingpong",
+       &measured.contextPingPong, "Tick items; blocks alternate with context_stream_rtt's",
+       nullptr, "context_stream_rtt", &measured.contextRtt},
       {"peer_run_rtt_uds", &measured.peers[UDS].rtt, "socketpair_pingpong",
        &measured.peers[UDS].pingPong, "siblings found through the registrar, over UDS", nullptr},
       {"peer_run_rtt_tcp", &measured.peers[TCP].rtt, "socketpair_pingpong",
@@ -1101,8 +1291,12 @@ void report() {
   const Throughput throughputs[] = {
       {"stream_throughput_8b", &measured.streamSmall, "socketpair_stream_8b",
        &measured.socketSmall, 8, ">= 1,000,000 items/s"},
+      {"stream_throughput_8b_typed", &measured.typedStreamSmall, "socketpair_stream_8b",
+       &measured.socketSmall, 8, nullptr, "stream_throughput_8b", &measured.streamSmall},
       {"stream_throughput_1k", &measured.streamLarge, "socketpair_stream_1k",
        &measured.socketLarge, 1024, "at least half the floor"},
+      {"stream_throughput_1k_typed", &measured.typedStreamLarge, "socketpair_stream_1k",
+       &measured.socketLarge, 1024, nullptr, "stream_throughput_1k", &measured.streamLarge},
       {"peer_stream_8b_uds", &measured.peers[UDS].streamSmall, "socketpair_stream_8b",
        &measured.peers[UDS].socketSmall, 8, "none (information)"},
       {"peer_stream_1k_uds", &measured.peers[UDS].streamLarge, "socketpair_stream_1k",
