@@ -361,10 +361,9 @@ Value::Value() = default;
 Value::Value(ValueReader reader) {
   if (reader.isNull()) return;
   storage = kj::heap<Storage>();
-  // Copied through an orphan of the imbued message, so that capabilities land in our table.
-  auto orphanage = capnp::Orphanage::getForMessageContaining(
-      storage->capabilities.imbue(storage->message.initRoot<schema::Value>()));
-  storage->message.adoptRoot(orphanage.newOrphanCopy(reader));
+  // Copied through the imbued root pointer, so that capabilities land in our table.
+  storage->capabilities.imbue(storage->message.getRoot<capnp::AnyPointer>())
+      .setAs<schema::Value>(reader);
   root = storage->capabilities.imbue(storage->message.getRoot<schema::Value>());
 }
 
