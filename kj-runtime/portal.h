@@ -65,6 +65,17 @@ constexpr bool argumentsFit(std::index_sequence<I...>) {
           ...);
 }
 
+template <typename ParamsTuple, typename... ArgsAndBlock>
+constexpr void checkArgumentsAndBlock() {
+  // What `openContext(fn, args..., block)` and `openStreamFrom(fn, args..., block)` check.
+  constexpr size_t PARAMS = std::tuple_size_v<ParamsTuple>;
+  static_assert(sizeof...(ArgsAndBlock) == PARAMS + 1,
+                "(fn, args..., block): wrong number of arguments");
+  static_assert(argumentsFit<ParamsTuple, std::tuple<ArgsAndBlock&&...>>(
+                    std::make_index_sequence<PARAMS>()),
+                "an argument does not convert to the function's parameter type");
+}
+
 template <typename T, typename Describe>
 T decodeResult(Value&& value, Describe&& what) {
   // `what()` names the call for the error message; it is only called on failure, so the happy
@@ -264,11 +275,7 @@ kj::Promise<void> Portal::openContext(R (*fn)(Context&, Params...),
 template <typename R, typename... Params, typename... ArgsAndBlock>
 kj::Promise<void> Portal::openContext(StreamOptions receiving, R (*fn)(Context&, Params...),
                                       ArgsAndBlock&&... argsAndBlock) {
-  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
-                "openContext(fn, args..., block): wrong number of arguments");
-  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
-                    std::index_sequence_for<Params...>()),
-                "an argument does not convert to the function's parameter type");
+  _::checkArgumentsAndBlock<std::tuple<Params...>, ArgsAndBlock...>();
   const FunctionInfo& info = requireExposed(fn);
   return openByName<false>(info.module, info.name, kj::mv(receiving),
                            kj::fwd<ArgsAndBlock>(argsAndBlock)...);
@@ -284,11 +291,7 @@ template <typename R, typename Spec, typename... Params, typename... ArgsAndBloc
 kj::Promise<void> Portal::openContext(StreamOptions receiving,
                                       R (*fn)(CalleeContext<Spec>&, Params...),
                                       ArgsAndBlock&&... argsAndBlock) {
-  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
-                "openContext(fn, args..., block): wrong number of arguments");
-  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
-                    std::index_sequence_for<Params...>()),
-                "an argument does not convert to the function's parameter type");
+  _::checkArgumentsAndBlock<std::tuple<Params...>, ArgsAndBlock...>();
   using Block = std::tuple_element_t<sizeof...(Params), std::tuple<ArgsAndBlock...>>;
   static_assert(std::is_same_v<_::BlockSpec<Block>, Spec>,
                 "the block must take (CallerContext<Spec>&, SlotType<Started>) with the context "
@@ -308,11 +311,7 @@ kj::Promise<void> Portal::openContext(kj::StringPtr module, kj::StringPtr functi
 template <typename R, typename... Params, typename... ArgsAndBlock>
 kj::Promise<void> Portal::openStreamFrom(R (*fn)(MsgStream&, Params...),
                                          ArgsAndBlock&&... argsAndBlock) {
-  static_assert(sizeof...(ArgsAndBlock) == sizeof...(Params) + 1,
-                "openStreamFrom(fn, args..., block): wrong number of arguments");
-  static_assert(_::argumentsFit<std::tuple<Params...>, std::tuple<ArgsAndBlock&&...>>(
-                    std::index_sequence_for<Params...>()),
-                "an argument does not convert to the function's parameter type");
+  _::checkArgumentsAndBlock<std::tuple<Params...>, ArgsAndBlock...>();
   const FunctionInfo& info = requireExposed(fn);
   return openByName<true>(info.module, info.name, StreamOptions(),
                           kj::fwd<ArgsAndBlock>(argsAndBlock)...);
