@@ -536,6 +536,27 @@ TEST_SUITE("multiproc") {
     CHECK(liveInA == 0);
   }
 
+  TEST_CASE("typed context: runtime messages pass whatever the spec; only narrowing is allowed") {
+    kj::Maybe<kj::Exception> widening;
+    bool cancelled = false;
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
+      Portal p = co_await n.startActor("typed", tractor::enable("typed_test"));
+      co_await p.openContext(echo, 0, [&](CallerContext<Session>& ctx, Typed<Hello>) -> Task<void> {
+        // The items from the callee are Replies already: limiting them to Reply is allowed,
+        // limiting them to another type is not (a limit only narrows).
+        auto same = ctx.limitItems<Reply>();
+        widening = kj::runCatchingExceptions([&]() { auto other = ctx.limitItems<Other>(); });
+        // The cancel request, its acknowledgement and the callee's ContextCancelled are not
+        // payloads: they pass, and this side's own cancel is absorbed.
+        co_await ctx.cancel();
+        cancelled = ctx.cancelCalled();
+      });
+    });
+    CHECK_CLEAN(error);
+    CHECK(cancelled);
+    CHECK_MESSAGE(mentions(widening, "can only narrow"), shown(widening));
+  }
+
   TEST_CASE("typed context: a call in flight fails when its context ends") {
     kj::Maybe<kj::Promise<kj::Maybe<kj::Exception>>> inFlight;
     kj::Maybe<kj::Exception> hung;
