@@ -506,6 +506,16 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
     boxError(results.initRefused(), *e, self);
     return;
   }
+  if (items.size() > kj::max(receiving.bufferSize, MAX_BATCH_ITEMS)) {
+    // No sender of this runtime makes such a batch: a hostile or broken peer, whose batch (of
+    // empty items, nearly free on the wire) would cost this actor a Value per item.
+    auto error = contextError(kj::str(
+        "a batch of ", items.size(), " stream items from ", peerId.toString(), " is larger than "
+        "any sender may make (", kj::max(receiving.bufferSize, MAX_BATCH_ITEMS), "); refused"));
+    boxError(results.initRefused(), error, self);
+    refuseIncoming(kj::mv(error));
+    return;
+  }
   if (refusing || inbox.size() >= receiving.bufferSize) {
     if (refusing || !receiving.allowOverruns) {
       refusing = true;

@@ -293,7 +293,8 @@ private:
   bool refusing = false;
   // An overrun was answered: every later batch is refused too.
   kj::Maybe<kj::Exception> typeRefusal;
-  // A payload that arrived did not match the spec: every later message is refused with this.
+  // A payload that arrived did not match the spec (or a batch broke the protocol): every later
+  // message is refused with this.
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> inboxWaiter;
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> stalledSenders;
   // Acknowledgements held back while the buffer is over its size (overruns allowed).

@@ -301,7 +301,15 @@ kj::Exception unboxError(schema::Error::Reader reader) {
   error.srcType = kj::str(reader.getSrcType());
   error.message = kj::str(reader.getMessage());
   error.src = ActorId::fromReader(reader.getSrc());
-  for (auto hop: reader.getRelayPath()) error.relayPath.add(ActorId::fromReader(hop));
+  // A relay path longer than any real tree's is a hostile peer's (a list of empty structs costs
+  // it nothing on the wire, and millions of hops would cost this actor memory and time): only
+  // the source hop and the last ones are kept.
+  auto path = reader.getRelayPath();
+  uint kept = kj::min(path.size(), MAX_RELAY_HOPS);
+  if (kept > 0) error.relayPath.add(ActorId::fromReader(path[0]));
+  for (uint i = path.size() - kept + 1; i < path.size(); ++i) {
+    error.relayPath.add(ActorId::fromReader(path[i]));
+  }
   if (error.relayPath.size() == 0) error.relayPath.add(error.src.clone());
   error.remoteStack = kj::str(reader.getRemoteStack());
   if (reader.hasCanceller()) error.canceller = ActorId::fromReader(reader.getCanceller());

@@ -139,6 +139,9 @@ void boxError(schema::Error::Builder builder, const kj::Exception& e, const Acto
 // boxed type becomes "RemoteActorError" and `self` is appended to its relay path. An error that
 // `self` raised in the remote layout (see `contextCancelled()`) keeps its own type.
 
+constexpr kj::uint MAX_RELAY_HOPS = 64;
+// A received error keeps at most this many hops of its relay path (the source and the last ones).
+
 kj::Exception unboxError(schema::Error::Reader reader);
 // The remote-error kj::Exception for a received error.
 

@@ -677,3 +677,27 @@ TEST_SUITE("unit") {
     CHECK(hasText(notStruct, "content is not a struct"));
   }
 }
+
+TEST_SUITE("unit") {
+  TEST_CASE("a context refuses a stream batch larger than any sender makes") {
+    // A hostile peer's batch of empty items (nearly free on the wire, a Value each here).
+    kj::EventLoop loop;
+    kj::WaitScope waitScope(loop);
+    auto ctx = kj::refcounted<tractor::Context>(
+        tractor::Context::Side::CALLER, tractor::ActorId{kj::str("me"), kj::str("uuid-me"), 1},
+        tractor::ActorId{kj::str("peer"), kj::str("uuid-peer"), 2}, tractor::StreamOptions());
+    auto peer = tractor::serveContext(*ctx);
+    auto batch = peer.sendRequest();
+    batch.initItems(100000);
+    auto response = batch.send().wait(waitScope);
+    REQUIRE(response.hasRefused());
+    auto refused = tractor::unboxError(response.getRefused());
+    CHECK(tractor::errorTypeName(refused) == tractor::CONTEXT_ERROR);
+    CHECK_MESSAGE(hasText(refused.getDescription(), "larger than any sender may make"),
+                  ds(refused.getDescription()));
+    // The dialogue is over: a later, ordinary batch is refused too.
+    auto later = peer.sendRequest();
+    later.initItems(1);
+    CHECK(later.send().wait(waitScope).hasRefused());
+  }
+}
