@@ -11,7 +11,7 @@
 #include "kj-runtime/limits.h"
 #include "kj-runtime/main.h"
 #include "spawn/exec-spawn.h"
-#include "tests/calculator.capnp.h"
+#include "tests/calculator-server.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 
@@ -128,19 +128,6 @@ constexpr uint64_t BIG = 1024 * 1024;
 tractor::RootOptions smallRoot() {
   return tractor::RootOptions().withMessageLimits(smallLimits());
 }
-
-class CalculatorServer final: public calc::Calculator::Server {
-  // For the in-process connection tests.
-public:
-  kj::Promise<void> add(AddContext context) override {
-    auto params = context.getParams();
-    context.getResults().setSum(params.getA() + params.getB());
-    return kj::READY_NOW;
-  }
-  kj::Promise<void> fail(FailContext context) override {
-    return KJ_EXCEPTION(FAILED, "failed as asked", context.getParams().getWhy().size());
-  }
-};
 
 struct LimitsScope {
   // Sets this process's limits for a unit test and restores the defaults after it.

@@ -5,7 +5,7 @@
 #include <doctest/doctest.h>
 #include <stdexcept>
 #include "kj-runtime/main.h"
-#include "tests/calculator.capnp.h"
+#include "tests/calculator-server.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 
@@ -15,42 +15,6 @@ using tractor::ActorNursery;
 using tractor::Portal;
 using tractor::Task;
 using namespace tractor::test;
-
-class AdderServer final: public calc::Adder::Server {
-public:
-  explicit AdderServer(int64_t base): base(base) {}
-
-  kj::Promise<void> add(AddContext context) override {
-    context.getResults().setSum(base + context.getParams().getX());
-    return kj::READY_NOW;
-  }
-
-private:
-  int64_t base;
-};
-
-class CalculatorServer final: public calc::Calculator::Server {
-public:
-  kj::Promise<void> add(AddContext context) override {
-    auto params = context.getParams();
-    context.getResults().setSum(params.getA() + params.getB());
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> adder(AdderContext context) override {
-    context.getResults().setAdder(kj::heap<AdderServer>(context.getParams().getBase()));
-    return kj::READY_NOW;
-  }
-
-  kj::Promise<void> fail(FailContext context) override {
-    throw std::runtime_error(context.getParams().getWhy().cStr());
-  }
-
-  kj::Promise<void> wait(WaitContext context) override {
-    context.allowCancellation();
-    return kj::NEVER_DONE;
-  }
-};
 
 kj::Own<CalculatorServer> makeCalculator() { return kj::heap<CalculatorServer>(); }
 TRACTOR_SERVICE(service_test, calc::Calculator, makeCalculator);
