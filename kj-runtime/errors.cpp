@@ -130,10 +130,12 @@ kj::Maybe<kj::String> typedErrorName(const kj::Exception& e) {
     auto name = desc.slice(0, *pos);
     if (viaRpc) {
       // Only a C++ type name ("tractor::CapabilityRevoked", "std::runtime_error") counts.
-      for (char c: name) {
-        if (c == ' ') return nullptr;
+      bool scoped = false;
+      for (auto i: kj::indices(name)) {
+        if (name[i] == ' ') return nullptr;
+        scoped = scoped || (name[i] == ':' && i + 1 < name.size() && name[i + 1] == ':');
       }
-      if (find(kj::heapString(name), "::") == nullptr) return nullptr;
+      if (!scoped) return nullptr;
     }
     return kj::heapString(name);
   }

@@ -77,7 +77,7 @@ public:
   // A new struct with every field at its default.
   explicit Typed(typename T::Reader content): value() {
     auto typed = value.builder().initTyped();
-    typed.setTypeId(capnp::typeId<T>());
+    typed.setTypeId(PayloadType::of<T>().id);
     typed.getContent().template setAs<T>(content);
     root = typed.getContent().template getAs<T>();
   }
@@ -125,7 +125,7 @@ struct ValueCodec<Typed<T>> {
   // A typed struct may also be a function's argument or result.
   static void encode(ValueBuilder builder, const Typed<T>& value) {
     auto typed = builder.initTyped();
-    typed.setTypeId(capnp::typeId<T>());
+    typed.setTypeId(PayloadType::of<T>().id);
     typed.getContent().template setAs<T>(value.reader());
   }
   static Typed<T> decode(ValueReader reader) { return Typed<T>::fromValue(Value(reader)); }

@@ -5,7 +5,6 @@
 // third actor. The schema is tests/typed.capnp, compiled with tractor_add_schema().
 
 #include <doctest/doctest.h>
-#include <string_view>
 #include "kj-runtime/main.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
@@ -209,12 +208,8 @@ kj::Promise<kj::Maybe<kj::Exception>> nextError(Counter::Client counter) {
   return errorOf(counter.nextRequest().send().ignoreResult());
 }
 
-bool hasText(kj::StringPtr text, kj::StringPtr part) {
-  return std::string_view(text.cStr()).find(part.cStr()) != std::string_view::npos;
-}
-
 bool mentions(const kj::Maybe<kj::Exception>& error, kj::StringPtr text) {
-  return hasText(describe(error), text);
+  return contains(describe(error), text);
 }
 
 Typed<Request> request(int64_t n) {
@@ -347,8 +342,8 @@ TEST_SUITE("multiproc") {
     CHECK(greeting == "second try");
     CHECK(total == 7);
     CHECK_MESSAGE(calleeError.startsWith(tractor::MSG_TYPE_ERROR), ds(calleeError));
-    CHECK_MESSAGE(hasText(calleeError, "it was not sent"), ds(calleeError));
-    CHECK_MESSAGE(hasText(calleeError, "got int64 42"), ds(calleeError));
+    CHECK_MESSAGE(contains(calleeError, "it was not sent"), ds(calleeError));
+    CHECK_MESSAGE(contains(calleeError, "got int64 42"), ds(calleeError));
   }
 }
 
@@ -490,7 +485,7 @@ TEST_SUITE("multiproc") {
     CHECK(said[2] == "narrowed");
     CHECK_RAISED_REMOTELY(scope, tractor::MSG_TYPE_ERROR);
     CHECK(sourceUuid(scope) == childUuid);
-    CHECK_MESSAGE(hasText(calleeError, "expected tests/typed.capnp:Request, got int64 4"),
+    CHECK_MESSAGE(contains(calleeError, "expected tests/typed.capnp:Request, got int64 4"),
                   ds(calleeError));
   }
 
@@ -531,7 +526,7 @@ TEST_SUITE("multiproc") {
     CHECK(viaThird == 1);  // B -> root -> A
     CHECK(direct == 2);    // the same counter
     CHECK(afterEnd == -1);
-    CHECK_MESSAGE(hasText(afterEndText, tractor::CAPABILITY_REVOKED), ds(afterEndText));
+    CHECK_MESSAGE(contains(afterEndText, tractor::CAPABILITY_REVOKED), ds(afterEndText));
     CHECK(calls == 1);
     CHECK(liveInA == 0);
   }
@@ -624,11 +619,11 @@ TEST_SUITE("unit") {
     // Another struct type, or a dynamic value, does not decode as a Reply.
     Typed<Request> other;
     auto wrongType = kj::runCatchingExceptions([&]() { Value::of(other).as<Typed<Reply>>(); });
-    CHECK_MESSAGE(hasText(KJ_ASSERT_NONNULL(wrongType).getDescription(),
+    CHECK_MESSAGE(contains(KJ_ASSERT_NONNULL(wrongType).getDescription(),
                           "expected tests/typed.capnp:Reply, got tests/typed.capnp:Request"),
                   ds(KJ_ASSERT_NONNULL(wrongType).getDescription()));
     auto dynamic = kj::runCatchingExceptions([&]() { Value::of(3).as<Typed<Reply>>(); });
-    CHECK_MESSAGE(hasText(KJ_ASSERT_NONNULL(dynamic).getDescription(), "got int64 3"),
+    CHECK_MESSAGE(contains(KJ_ASSERT_NONNULL(dynamic).getDescription(), "got int64 3"),
                   ds(KJ_ASSERT_NONNULL(dynamic).getDescription()));
   }
 
@@ -674,7 +669,7 @@ TEST_SUITE("unit") {
     typed.setTypeId(capnp::typeId<Request>());
     typed.getContent().initAs<capnp::List<int64_t>>(2);
     auto notStruct = KJ_ASSERT_NONNULL(tractor::payloadMismatch(expected, forged.reader()));
-    CHECK(hasText(notStruct, "content is not a struct"));
+    CHECK(contains(notStruct, "content is not a struct"));
   }
 }
 
@@ -693,7 +688,7 @@ TEST_SUITE("unit") {
     REQUIRE(response.hasRefused());
     auto refused = tractor::unboxError(response.getRefused());
     CHECK(tractor::errorTypeName(refused) == tractor::CONTEXT_ERROR);
-    CHECK_MESSAGE(hasText(refused.getDescription(), "larger than any sender may make"),
+    CHECK_MESSAGE(contains(refused.getDescription(), "larger than any sender may make"),
                   ds(refused.getDescription()));
     // The dialogue is over: a later, ordinary batch is refused too.
     auto later = peer.sendRequest();
