@@ -19,7 +19,8 @@ class PeerConnection;
 
 struct ActorOptions {
   // How to start a child actor. Built by chaining, which also works inside coroutines (g++ 12
-  // cannot put braced lists of strings into a coroutine frame):
+  // cannot put braced lists of strings into a coroutine frame); each setter returns the options
+  // by value, so `options = kj::mv(options).enable("io")` keeps what `options` held:
   //
   //     n.startActor("worker", tractor::enable("math", "io").withLogLevel("debug"))
 
@@ -28,11 +29,11 @@ struct ActorOptions {
   kj::Maybe<kj::String> logLevel;
   // Defaults to the parent's level.
 
-  ActorOptions&& enable(kj::StringPtr module) && {
+  ActorOptions enable(kj::StringPtr module) && {
     enableModules.add(kj::str(module));
     return kj::mv(*this);
   }
-  ActorOptions&& withLogLevel(kj::StringPtr level) && {
+  ActorOptions withLogLevel(kj::StringPtr level) && {
     logLevel = kj::str(level);
     return kj::mv(*this);
   }

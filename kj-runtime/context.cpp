@@ -125,12 +125,35 @@ StreamOptions windowOptions(schema::ReceiveWindow::Reader window) {
 // =======================================================================================
 // Context
 
+namespace {
+
+class ContextScope final: public TaskScope {
+  // The task-local scope of one side of a context (see `currentContext()`).
+public:
+  static const char KIND;
+  explicit ContextScope(Context& ctx): TaskScope(&KIND), ctx(&ctx) {}
+  Context* ctx;
+  // Null once the context is gone (a frame started inside it may outlive it).
+};
+
+const char ContextScope::KIND = 0;
+
+}  // namespace
+
+kj::Maybe<Context&> currentContext() {
+  KJ_IF_MAYBE(scope, TaskScope::find<ContextScope>()) {
+    if (scope->ctx != nullptr) return *scope->ctx;
+  }
+  return nullptr;
+}
+
 Context::Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
                  StreamOptions peerReceiving)
     : side_(side), self(kj::mv(self)), peerId(kj::mv(peer)), stream(*this),
-      receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)), tasks(logErrors) {}
+      receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)),
+      taskScope(kj::refcounted<ContextScope>(*this)), tasks(logErrors) {}
 
-Context::~Context() noexcept(false) {}
+Context::~Context() noexcept(false) { static_cast<ContextScope&>(*taskScope).ctx = nullptr; }
 
 void Context::LogErrors::taskFailed(kj::Exception&& e) {
   TRACTOR_LOG(DEBUG, "context message failed: ", e.getDescription());
@@ -571,7 +594,15 @@ void Context::wakeReceiver() {
 
 kj::Promise<kj::Maybe<Value>> Context::receiveItem() {
   if (!streamOpen) return notOpen("receive from");
-  if (localClosed) return typedError(STREAM_CLOSED, "receive from a stream this side closed");
+  if (localClosed) {
+    // Closed by this side (maybe by another task while this one waited): the end, as when the
+    // peer closed.
+    if (!endReported) {
+      endReported = true;
+      return kj::Maybe<Value>(nullptr);
+    }
+    return typedError(END_OF_STREAM, "receive from a stream this side closed");
+  }
   KJ_IF_MAYBE(e, typeError()) {
     return kj::cp(*e);
   }
@@ -673,6 +704,14 @@ void Context::flush() {
 Task<void> Context::closeStream() {
   if (localClosed) co_return;
   localClosed = true;
+  // A task of this actor waiting in `receive()` meets the end.
+  wakeReceiver();
+  if (oneWayConsumer) {
+    // A one-way stream's consumer leaving early: the producer is cancelled (and the
+    // cancellation, asked for here, absorbed at the scope's exit).
+    if (!peerEnded) co_await cancel();
+    co_return;
+  }
   while ((!outbox.empty() || batchesInFlight > 0) && sendError == nullptr && peerCap != nullptr) {
     auto paf = kj::newPromiseAndFulfiller<void>();
     outboxWaiters.add(kj::mv(paf.fulfiller));
@@ -711,7 +750,11 @@ Context& MsgStream::context() { return ctx; }
 
 Task<void> runCallerBody(Context& c, kj::Function<kj::Promise<void>(Context&, Value)>& block) {
   Value first = co_await c.whenStarted();
-  auto blockError = co_await kj::evalNow([&]() { return block(c, kj::mv(first)); })
+  auto body = kj::evalNow([&]() {
+    TaskScope::Enter inContext(*c.taskScope);
+    return block(c, kj::mv(first));
+  });
+  auto blockError = co_await kj::mv(body)
                         .exclusiveJoin(c.whenFailed())
                         .then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
                               [](kj::Exception&& e) -> kj::Maybe<kj::Exception> {
@@ -745,7 +788,10 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Cl
                                    kj::Function<kj::Promise<Value>(Context&)> start) {
   auto& c = *ctx;
   c.peerCap = caller;
-  auto task = c.taskCanceler.wrap(kj::evalNow([&]() { return start(c); }));
+  auto task = c.taskCanceler.wrap(kj::evalNow([&]() {
+    TaskScope::Enter inContext(*c.taskScope);
+    return start(c);
+  }));
   return task
       .then([start = kj::mv(start)](Value&& v) -> Context::Outcome { return kj::mv(v); },
             [](kj::Exception&& e) -> Context::Outcome { return kj::mv(e); })

@@ -101,11 +101,11 @@ struct StreamOptions {
   // True: it is queued and the sender is stalled until there is room.
   uint bufferSize = DEFAULT_MSG_BUFFER_SIZE;
 
-  StreamOptions&& withOverruns(bool allow = true) && {
+  StreamOptions withOverruns(bool allow = true) && {
     allowOverruns = allow;
     return kj::mv(*this);
   }
-  StreamOptions&& withBufferSize(uint size) && {
+  StreamOptions withBufferSize(uint size) && {
     bufferSize = size;
     return kj::mv(*this);
   }
@@ -231,6 +231,12 @@ public:
   kj::Maybe<const Outcome&> outcome() const;
   // How the dialogue ended: the callee's result or the error that ended it; null while open.
 
+  kj::Own<Context> addRef() { return kj::addRef(*this); }
+  // A handle that outlives the scope (the block's `Context&` does not), to inspect how the
+  // dialogue ended: `outcome()`, `cancelCalled()`, `canceller()`, `peer()`. Once the scope is
+  // over, `openStream()` raises the error that ended the dialogue (or ContextError if it ended
+  // with a result) and `waitForResult()` returns or raises the outcome as before.
+
   void setSpec(PayloadSpec spec) { spec_ = kj::mv(spec); }
   const PayloadSpec& spec() const { return spec_; }
   // The payload spec this side checks against (typed.h). Set by the runtime before the first
@@ -320,12 +326,20 @@ private:
   kj::Maybe<kj::Promise<void>> call;
   // Caller side: the `openContext` call; dropping it cancels the callee's task.
 
+  bool oneWayConsumer = false;
+  // Caller side of `Portal::openStreamFrom()`: closing the stream cancels the producer.
+  kj::Own<TaskScope> taskScope;
+  // Current while this side's user code runs (`currentContext()`); forgets this context when it
+  // is destroyed.
+
   class LogErrors final: public kj::TaskSet::ErrorHandler {
   public:
     void taskFailed(kj::Exception&& e) override;
   };
   LogErrors logErrors;
   kj::TaskSet tasks;
+
+  friend class Portal;
 
   kj::Promise<void> sendItem(Value item);
   kj::Promise<kj::Maybe<Value>> receiveItem();
@@ -365,6 +379,12 @@ private:
   kj::Exception notOpen(kj::StringPtr what) const;
   schema::ContextPeer::Client serve();
 };
+
+kj::Maybe<Context&> currentContext();
+// The context the calling code runs in: inside a context function (the callee's side), inside an
+// `openContext()` block (the caller's), and in every Task coroutine started from there
+// (tractor's `current_ipc_ctx()`); null elsewhere. Plain `.then()` callbacks are not tracked
+// (see "Task-local scope" in coro.h).
 
 Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
                             kj::Function<kj::Promise<void>(Context&, Value)> block);

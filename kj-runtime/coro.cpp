@@ -13,7 +13,32 @@ const char CXX_EXCEPTION_FILE[] = "(C++ exception)";
 
 namespace _ {
 thread_local unsigned taskStartDepth = 0;
+thread_local TaskScope* currentTaskScope = nullptr;
+}  // namespace _
+
+TaskScope::TaskScope(const void* kind): kind_(kind) {
+  if (_::currentTaskScope != nullptr) parent_ = kj::addRef(*_::currentTaskScope);
 }
+
+TaskScope::~TaskScope() noexcept(false) {}
+
+kj::Maybe<TaskScope&> TaskScope::parent() const {
+  KJ_IF_MAYBE(p, parent_) {
+    return *const_cast<TaskScope*>(p->get());
+  }
+  return nullptr;
+}
+
+kj::Maybe<TaskScope&> TaskScope::current() {
+  if (_::currentTaskScope == nullptr) return nullptr;
+  return *_::currentTaskScope;
+}
+
+TaskScope::Enter::Enter(TaskScope& scope): saved(_::currentTaskScope) {
+  _::currentTaskScope = &scope;
+}
+
+TaskScope::Enter::~Enter() noexcept { _::currentTaskScope = saved; }
 
 namespace {
 

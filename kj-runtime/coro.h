@@ -31,11 +31,19 @@
 // Lifetimes: take coroutine parameters by value. Reference parameters and lambda captures dangle
 // once the caller's full-expression ends, unless the caller outlives the frame (as in the
 // runtime's callback-scoped APIs such as `openNursery(block)`, which keep `block` alive).
+//
+// Task-local scope: a coroutine inherits the `TaskScope` that was current where it was created
+// (trio's task context, Python's contextvars), and that scope is current again whenever its body
+// runs. The runtime makes a scope current around the code it starts (a context function, an
+// `openContext` block, a cancellable task), so every Task coroutine started from there finds it:
+// that is how `currentContext()` knows its context and how `shield()` knows which cancellation
+// it holds back. Plain `.then()` continuations inherit nothing.
 
 #pragma once
 
 #include <kj/async.h>
 #include <kj/debug.h>
+#include <kj/refcount.h>
 #include <coroutine>
 #include <type_traits>
 #include <typeinfo>
@@ -60,7 +68,56 @@ extern const char CXX_EXCEPTION_FILE[];
 constexpr unsigned MAX_EAGER_START_DEPTH = 32;
 // How many coroutine starts may nest on the machine stack before one is deferred to the loop.
 
+class TaskScope: public kj::Refcounted {
+  // A scope that Task coroutines run in: whatever was current where a coroutine was created is
+  // current whenever its body runs (see the file comment). Scopes nest: each one's parent is the
+  // scope that was current when it was made. Subclasses say what a scope stands for (a context,
+  // a cancel scope); `find<T>()` finds the innermost of a kind. Refcounted: a coroutine frame
+  // keeps the scope it inherited alive, also a frame that outlives the work that made it (shielded
+  // cleanup), so a scope must not refer to objects that may be gone by then without checking.
+public:
+  explicit TaskScope(const void* kind);
+  // `kind` tells the subclasses apart: the address of a static object of the subclass.
+  virtual ~TaskScope() noexcept(false);
+  KJ_DISALLOW_COPY(TaskScope);
+
+  kj::Maybe<TaskScope&> parent() const;
+  const void* kind() const { return kind_; }
+
+  static kj::Maybe<TaskScope&> current();
+  // The scope the running code belongs to; null outside every scope.
+
+  template <typename T>
+  static kj::Maybe<T&> find() {
+    // The innermost current scope of subclass T (identified by `T::KIND`).
+    kj::Maybe<TaskScope&> scope = current();
+    while (scope != nullptr) {
+      auto& s = KJ_ASSERT_NONNULL(scope);
+      if (s.kind_ == &T::KIND) return static_cast<T&>(s);
+      scope = s.parent();
+    }
+    return nullptr;
+  }
+
+  class Enter {
+    // Makes `scope` current until destroyed: coroutines created meanwhile inherit it.
+  public:
+    explicit Enter(TaskScope& scope);
+    ~Enter() noexcept;
+    KJ_DISALLOW_COPY(Enter);
+
+  private:
+    TaskScope* saved;
+  };
+
+private:
+  const void* kind_;
+  kj::Maybe<kj::Own<TaskScope>> parent_;
+};
+
 namespace _ {  // private
+
+extern thread_local TaskScope* currentTaskScope;
 
 template <typename T>
 struct IsPromise_: std::false_type {};
@@ -70,13 +127,35 @@ struct IsPromise_<kj::Promise<T>>: std::true_type {};
 class CoroutineBase {
   // State shared by every Task coroutine's promise type, whatever its result type.
 public:
+  CoroutineBase() {
+    if (currentTaskScope != nullptr) scope = kj::addRef(*currentTaskScope);
+  }
+
   void retire(kj::Promise<void>&& node) { retired = kj::mv(node); }
   // Keeps the promise node of the await that just resumed the coroutine alive until the next
   // resumption (or the frame's destruction). The node's callback is still on the stack when the
   // awaiter is destroyed, so it must not be freed there (a use-after-free otherwise).
 
+  void resume(std::coroutine_handle<> handle) {
+    // Runs the body until its next suspension with the inherited scope current. The frame may
+    // not be touched once the body ran: nothing here uses it afterwards.
+    TaskScope* saved = currentTaskScope;
+    currentTaskScope = scopePtr();
+    handle.resume();
+    currentTaskScope = saved;
+  }
+
 private:
   kj::Maybe<kj::Promise<void>> retired;
+  kj::Maybe<kj::Own<TaskScope>> scope;
+  // The scope current where the coroutine was created.
+
+  TaskScope* scopePtr() {
+    KJ_IF_MAYBE(s, scope) {
+      return s->get();
+    }
+    return nullptr;
+  }
 };
 
 template <typename U>
@@ -92,13 +171,13 @@ public:
   void await_suspend(std::coroutine_handle<> handle) {
     auto onError = [this, handle](kj::Exception&& e) {
       exception = kj::mv(e);
-      handle.resume();
+      coroutine.resume(handle);
     };
     if constexpr (std::is_void_v<U>) {
-      node = promise.then([this, handle]() { value = kj::_::Void(); handle.resume(); },
+      node = promise.then([this, handle]() { value = kj::_::Void(); coroutine.resume(handle); },
                           kj::mv(onError)).eagerlyEvaluate(nullptr);
     } else {
-      node = promise.then([this, handle](U&& v) { value = kj::mv(v); handle.resume(); },
+      node = promise.then([this, handle](U&& v) { value = kj::mv(v); coroutine.resume(handle); },
                           kj::mv(onError)).eagerlyEvaluate(nullptr);
     }
   }
@@ -196,11 +275,12 @@ public:
     if (taskStartDepth < MAX_EAGER_START_DEPTH) {
       ++taskStartDepth;
       KJ_DEFER(--taskStartDepth);
-      handle.resume();
+      handle.promise().resume(handle);
     } else {
       // Starting here would nest this body's stack frames inside its caller's; start it from the
       // event loop instead.
-      deferredStart = kj::evalLater([handle]() { handle.resume(); }).eagerlyEvaluate(nullptr);
+      deferredStart = kj::evalLater([handle]() { handle.promise().resume(handle); })
+                          .eagerlyEvaluate(nullptr);
     }
   }
   ~TaskAdapter() noexcept(false) {

@@ -152,28 +152,58 @@ kj::String errorTypeName(const kj::Exception& e) {
   return kj::str("kj::Exception");
 }
 
+namespace {
+
+kj::ArrayPtr<const char> takeLine(kj::ArrayPtr<const char>& rest) {
+  // The text up to the next newline (or the end); `rest` then starts after the newline.
+  for (size_t i = 0; i < rest.size(); i++) {
+    if (rest[i] == '\n') {
+      auto line = rest.slice(0, i);
+      rest = rest.slice(i + 1, rest.size());
+      return line;
+    }
+  }
+  auto line = rest;
+  rest = rest.slice(rest.size(), rest.size());
+  return line;
+}
+
+constexpr kj::StringPtr MEMBER_MARKER = " member "_kj;
+constexpr kj::StringPtr STACK_MARKER = " remote stack:"_kj;
+
+}  // namespace
+
 kj::Maybe<RemoteActorError> RemoteActorError::from(const kj::Exception& e) {
+  // The layout is read line by line. A group's members are embedded whole, each announced with
+  // its length (" member <bytes>:"), so that nesting costs no escaping; everything after the
+  // stack marker is the stack.
   auto desc = withoutRpcPrefix(e.getDescription());
   if (!desc.startsWith(REMOTE_PREFIX)) return nullptr;
   RemoteActorError result;
-  auto stackMarker = "\n remote stack:\n"_kj;
-  kj::ArrayPtr<const char> head = desc.asArray();
-  KJ_IF_MAYBE(pos, find(desc, stackMarker)) {
-    head = desc.slice(0, *pos);
-    result.remoteStack = kj::str(desc.slice(*pos + stackMarker.size()));
-  } else {
-    result.remoteStack = kj::str();
-  }
-  auto lines = split(head, '\n');
-  auto first = lines[0].slice(strlen(REMOTE_PREFIX), lines[0].size());
+  kj::ArrayPtr<const char> rest = desc.asArray();
+  auto first = takeLine(rest);
+  first = first.slice(strlen(REMOTE_PREFIX), first.size());
   size_t colon = 0;
   while (colon + 1 < first.size() && !(first[colon] == ':' && first[colon + 1] == ' ')) colon++;
   if (colon + 1 >= first.size()) return nullptr;
   result.boxedType = kj::str(first.slice(0, colon));
   result.message = unescapeLine(first.slice(colon + 2, first.size()));
   result.srcType = kj::str(result.boxedType);
-  for (auto& line: lines.slice(1, lines.size())) {
-    if (startsWith(line, " src: ")) {
+  result.remoteStack = kj::str();
+  while (rest.size() > 0) {
+    auto line = takeLine(rest);
+    if (line == STACK_MARKER.asArray()) {
+      result.remoteStack = kj::str(rest);
+      break;
+    } else if (startsWith(line, MEMBER_MARKER)) {
+      auto length = strtoull(kj::str(line.slice(MEMBER_MARKER.size(), line.size())).cStr(),
+                             nullptr, 10);
+      if (length > rest.size()) break;  // malformed: the members end here
+      result.members.add(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                       kj::str(rest.slice(0, length))));
+      rest = rest.slice(length, rest.size());
+      if (rest.size() > 0 && rest[0] == '\n') rest = rest.slice(1, rest.size());
+    } else if (startsWith(line, " src: ")) {
       auto fields = line.slice(6, line.size());
       KJ_IF_MAYBE(id, parseIdFields(fields)) {
         result.src = kj::mv(*id);
@@ -205,10 +235,14 @@ kj::Exception RemoteActorError::toException() const {
     }
     return kj::str();
   };
+  auto embedded = KJ_MAP(member, members) {
+    auto text = member.getDescription();
+    return kj::str("\n", MEMBER_MARKER, text.size(), ":\n", text);
+  };
   auto desc = kj::str(REMOTE_PREFIX, boxedType, ": ", escapeLine(message), "\n src: ",
                       idFields(src), ' ', srcType, "\n relay: ", kj::strArray(relay, "; "),
                       optional("canceller", canceller), optional("sender", sender),
-                      "\n remote stack:\n", remoteStack);
+                      kj::strArray(embedded, ""), "\n", STACK_MARKER, "\n", remoteStack);
   return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::mv(desc));
 }
 
@@ -232,7 +266,42 @@ RemoteActorError raisedHere(kj::StringPtr type, const ActorId& self, kj::StringP
   return error;
 }
 
+RemoteActorError describedHere(const kj::Exception& e, const ActorId& self) {
+  // A local error in the remote layout, as raised in actor `self`.
+  KJ_IF_MAYBE(name, typedErrorName(e)) {
+    auto message = withoutRpcPrefix(e.getDescription()).slice(name->size() + 2);
+    auto error = raisedHere(*name, self, message);
+    error.remoteStack = stackOf(e);
+    return error;
+  }
+  auto error = raisedHere("kj::Exception", self, e.getDescription());
+  error.remoteStack = stackOf(e);
+  return error;
+}
+
 }  // namespace
+
+kj::Maybe<ErrorGroup> ErrorGroup::from(const kj::Exception& e) {
+  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
+    if (remote->boxedType != ERROR_GROUP && remote->srcType != ERROR_GROUP) return nullptr;
+    return ErrorGroup{kj::mv(remote->message), remote->members.releaseAsArray(),
+                      kj::mv(remote->src)};
+  }
+  return nullptr;
+}
+
+kj::Exception errorGroup(const ActorId& self, kj::StringPtr message,
+                         kj::ArrayPtr<const kj::Exception> members) {
+  auto group = raisedHere(ERROR_GROUP, self, message);
+  for (auto& member: members) {
+    if (RemoteActorError::from(member) != nullptr) {
+      group.members.add(kj::cp(member));
+    } else {
+      group.members.add(describedHere(member, self).toException());
+    }
+  }
+  return group.toException();
+}
 
 kj::Exception contextCancelled(const ActorId& self, const ActorId& canceller,
                                kj::StringPtr message) {
@@ -260,44 +329,34 @@ kj::Maybe<ActorId> cancellerOf(const kj::Exception& e) {
   return nullptr;
 }
 
-void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self) {
-  builder.setKjType(static_cast<uint8_t>(e.getType()));
-  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
-    // Raised here in the remote layout (the last hop is this actor): sent as its own type.
-    bool raisedHere = remote->relayPath.back().uuid == self.uuid;
-    builder.setBoxedType(raisedHere ? remote->boxedType.asPtr() : "RemoteActorError"_kj);
-    builder.setSrcType(remote->srcType);
-    builder.setMessage(remote->message);
-    remote->src.copyTo(builder.initSrc());
-    auto hops = remote->relayPath.size() + (raisedHere ? 0 : 1);
-    auto path = builder.initRelayPath(hops);
-    for (auto i: kj::indices(remote->relayPath)) remote->relayPath[i].copyTo(path[i]);
-    if (!raisedHere) self.copyTo(path[remote->relayPath.size()]);
-    builder.setRemoteStack(remote->remoteStack);
-    KJ_IF_MAYBE(c, remote->canceller) {
-      c->copyTo(builder.initCanceller());
-    }
-    KJ_IF_MAYBE(s, remote->sender) {
-      s->copyTo(builder.initSender());
-    }
-    return;
+namespace {
+
+void fill(schema::Error::Builder builder, const RemoteActorError& error) {
+  // The wire form of `error`, fields as they are (members too, each as it was recorded).
+  builder.setBoxedType(error.boxedType);
+  builder.setSrcType(error.srcType);
+  builder.setMessage(error.message);
+  error.src.copyTo(builder.initSrc());
+  auto path = builder.initRelayPath(error.relayPath.size());
+  for (auto i: kj::indices(error.relayPath)) error.relayPath[i].copyTo(path[i]);
+  builder.setRemoteStack(error.remoteStack);
+  KJ_IF_MAYBE(c, error.canceller) {
+    c->copyTo(builder.initCanceller());
   }
-  auto desc = e.getDescription();
-  KJ_IF_MAYBE(name, typedErrorName(e)) {
-    builder.setBoxedType(*name);
-    builder.setSrcType(*name);
-    builder.setMessage(withoutRpcPrefix(desc).slice(name->size() + 2));
-  } else {
-    builder.setBoxedType("kj::Exception");
-    builder.setSrcType("kj::Exception");
-    builder.setMessage(desc);
+  KJ_IF_MAYBE(s, error.sender) {
+    s->copyTo(builder.initSender());
   }
-  self.copyTo(builder.initSrc());
-  self.copyTo(builder.initRelayPath(1)[0]);
-  builder.setRemoteStack(stackOf(e));
+  if (error.members.size() > 0) {
+    auto members = builder.initMembers(error.members.size());
+    for (auto i: kj::indices(error.members)) {
+      KJ_IF_MAYBE(m, RemoteActorError::from(error.members[i])) {
+        fill(members[i], *m);
+      }
+    }
+  }
 }
 
-kj::Exception unboxError(schema::Error::Reader reader) {
+RemoteActorError unboxed(schema::Error::Reader reader) {
   RemoteActorError error;
   error.boxedType = kj::str(reader.getBoxedType());
   error.srcType = kj::str(reader.getSrcType());
@@ -316,10 +375,40 @@ kj::Exception unboxError(schema::Error::Reader reader) {
   error.remoteStack = kj::str(reader.getRemoteStack());
   if (reader.hasCanceller()) error.canceller = ActorId::fromReader(reader.getCanceller());
   if (reader.hasSender()) error.sender = ActorId::fromReader(reader.getSender());
+  // The same for a group's members (their nesting is bounded by the connection's nesting
+  // limit, which the reader enforces).
+  auto members = reader.getMembers();
+  uint keptMembers = kj::min(members.size(), MAX_GROUP_MEMBERS);
+  for (uint i = 0; i < keptMembers; ++i) {
+    error.members.add(unboxed(members[i]).toException());
+  }
+  if (members.size() > keptMembers) {
+    error.message = kj::str(error.message, " (", members.size() - keptMembers,
+                            " more members were dropped)");
+  }
   // A malformed error (from a hostile or broken peer) must still print sensibly.
   if (error.boxedType.size() == 0) error.boxedType = kj::str("kj::Exception");
   if (error.srcType.size() == 0) error.srcType = kj::str(error.boxedType);
-  return error.toException();
+  return error;
 }
+
+}  // namespace
+
+void boxError(schema::Error::Builder builder, const kj::Exception& e, const ActorId& self) {
+  builder.setKjType(static_cast<uint8_t>(e.getType()));
+  KJ_IF_MAYBE(remote, RemoteActorError::from(e)) {
+    // Raised here in the remote layout (the last hop is this actor): sent as its own type.
+    // Otherwise it is relayed: this actor becomes its last hop.
+    if (remote->relayPath.back().uuid != self.uuid) {
+      remote->boxedType = kj::str("RemoteActorError");
+      remote->relayPath.add(self.clone());
+    }
+    fill(builder, *remote);
+    return;
+  }
+  fill(builder, describedHere(e, self));
+}
+
+kj::Exception unboxError(schema::Error::Reader reader) { return unboxed(reader).toException(); }
 
 }  // namespace tractor

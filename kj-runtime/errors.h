@@ -75,6 +75,8 @@ constexpr kj::StringPtr CAPABILITY_REVOKED = "tractor::CapabilityRevoked"_kj;
 constexpr kj::StringPtr CONTEXT_ERROR = "tractor::ContextError"_kj;
 // A context or stream was used in a way its protocol does not allow (a second `started()`,
 // a stream opened before `started()`, a context function called with `run()`, ...).
+constexpr kj::StringPtr ERROR_GROUP = "tractor::ErrorGroup"_kj;
+// Several errors at once: a nursery whose block and children failed (see `ErrorGroup`).
 
 kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
                          kj::Exception::Type type = kj::Exception::Type::FAILED);
@@ -108,6 +110,8 @@ public:
   // ContextCancelled: the actor that asked for the cancellation.
   kj::Maybe<ActorId> sender;
   // StreamOverrun: the actor whose items overran the receiver.
+  kj::Vector<kj::Exception> members;
+  // ErrorGroup: the errors of the group, each in this layout itself (see `ErrorGroup`).
 
   static kj::Maybe<RemoteActorError> from(const kj::Exception& e);
   // Unpacks a remote error; null when `e` did not come from another actor.
@@ -120,6 +124,43 @@ public:
   const ActorId& relayUid() const { return relayPath.back(); }
   // The last actor the error passed through before reaching us.
 };
+
+class ErrorGroup {
+  // Several errors raised as one: what a nursery raises when more than one of its children (or
+  // its block and a child) failed (tractor's ExceptionGroup). Obtain one with `from()`, from the
+  // group itself or from a remote error boxing it (a failed subtree's group relayed up the tree
+  // keeps its members):
+  //
+  //     KJ_IF_MAYBE(group, tractor::ErrorGroup::from(e)) {
+  //       for (auto& member: group->members) {
+  //         KJ_IF_MAYBE(r, tractor::RemoteActorError::from(member)) {
+  //           // r->boxedType, r->src, r->relayPath, r->canceller, ... of each failure
+  //         }
+  //       }
+  //     }
+  //
+  // Every member is in the remote layout: an error raised in this actor (the block's own) names
+  // this actor as its source. A member may be a group itself (a nested tree).
+public:
+  kj::String message;
+  // "3 errors in the nursery of root@4242".
+  kj::Array<kj::Exception> members;
+  // In the order the nursery recorded them: the block's own error first, then the children's.
+  ActorId src;
+  // The actor whose nursery raised the group.
+
+  static kj::Maybe<ErrorGroup> from(const kj::Exception& e);
+  // The group `e` is, or boxes (also relayed); null for any other error.
+};
+
+kj::Exception errorGroup(const ActorId& self, kj::StringPtr message,
+                         kj::ArrayPtr<const kj::Exception> members);
+// An ErrorGroup raised in actor `self`. Members that are not remote errors are described as
+// raised in `self`.
+
+constexpr kj::uint MAX_GROUP_MEMBERS = 4096;
+// A received group keeps at most this many members (a hostile peer's list of empty errors would
+// cost it nothing on the wire); the message says how many were dropped.
 
 bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType);
 // True when `e` is a remote error whose boxed type (or source type) is `boxedType`.

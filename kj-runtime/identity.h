@@ -22,6 +22,9 @@ struct ActorId {
   void copyTo(schema::ActorId::Builder builder) const;
 };
 
+inline kj::String KJ_STRINGIFY(const ActorId& id) { return id.toString(); }
+// `kj::str(id)` and KJ_LOG print an identity as `name@pid`.
+
 kj::String newUuid();
 // A random (version 4) uuid in its canonical 36-character text form, from getrandom(2).
 

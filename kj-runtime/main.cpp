@@ -101,7 +101,8 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
   // Forked now, before the event loop, any thread or connection exists; outlives everything
   // below (its destructor reaps it last).
   kj::Maybe<kj::Own<ForkServer>> forkServer;
-  if (forkServerRequested(options.spawnMethod)) forkServer = ForkServer::start();
+  auto asPtr = [](kj::String& text) -> kj::StringPtr { return text; };
+  if (forkServerRequested(options.spawnMethod.map(asPtr))) forkServer = ForkServer::start();
   if (options.handleSignals) {
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
@@ -110,7 +111,7 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
   kj::UnixEventPort::captureSignal(SIGCHLD);
   auto io = kj::setupAsyncIo();
   LogSink sink;
-  applyLogLevel(options.logLevel);
+  applyLogLevel(options.logLevel.map(asPtr));
   Actor actor(io, ActorId{kj::str(options.name), newUuid(), static_cast<uint32_t>(getpid())},
               true);
   actor.enableModules(options.enableModules);

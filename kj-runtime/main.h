@@ -19,13 +19,15 @@
 namespace tractor {
 
 struct RootOptions {
-  // How to boot the root actor; built by chaining: `RootOptions().enable("math")`.
-  kj::StringPtr name = "root";
+  // How to boot the root actor; built by chaining: `RootOptions().enable("math")`. Each setter
+  // returns the options by value, so `options = kj::mv(options).enable("math")` keeps what
+  // `options` held.
+  kj::String name = kj::str("root");
   kj::Vector<kj::String> enableModules;
   // Modules the root serves to its children (through their `Actor::parent()` portal).
-  kj::Maybe<kj::StringPtr> logLevel = nullptr;
+  kj::Maybe<kj::String> logLevel;
   // `TRACTOR_LOGLEVEL` in the environment wins over this; "warning" when neither is set.
-  kj::Maybe<kj::StringPtr> spawnMethod = nullptr;
+  kj::Maybe<kj::String> spawnMethod;
   // "exec" (default) or "forkserver"; `TRACTOR_SPAWN_METHOD` in the environment wins.
   bool handleSignals = true;
   // SIGINT and SIGTERM cancel the whole tree gracefully; `main()` then exits with 128 + signal.
@@ -44,27 +46,35 @@ struct RootOptions {
   // nested message (limits.h). Every actor of the tree uses the root's limits. A root started
   // with limits `validate()` refuses raises before anything starts.
 
-  RootOptions&& enable(kj::StringPtr module) && {
+  RootOptions enable(kj::StringPtr module) && {
     enableModules.add(kj::str(module));
     return kj::mv(*this);
   }
-  RootOptions&& withName(kj::StringPtr actorName) && {
-    name = actorName;
+  RootOptions withName(kj::StringPtr actorName) && {
+    name = kj::str(actorName);
     return kj::mv(*this);
   }
-  RootOptions&& withTransport(Transport t) && {
+  RootOptions withTransport(Transport t) && {
     transport = t;
     return kj::mv(*this);
   }
-  RootOptions&& bindTo(kj::StringPtr address) && {
+  RootOptions bindTo(kj::StringPtr address) && {
     bindAddress = kj::str(address);
     return kj::mv(*this);
   }
-  RootOptions&& withMessageLimits(MessageLimits limits) && {
+  RootOptions withLogLevel(kj::StringPtr level) && {
+    logLevel = kj::str(level);
+    return kj::mv(*this);
+  }
+  RootOptions withSpawnMethod(kj::StringPtr method) && {
+    spawnMethod = kj::str(method);
+    return kj::mv(*this);
+  }
+  RootOptions withMessageLimits(MessageLimits limits) && {
     messageLimits = limits;
     return kj::mv(*this);
   }
-  RootOptions&& withRegistry(kj::StringPtr address) && {
+  RootOptions withRegistry(kj::StringPtr address) && {
     registryAddrs.add(kj::str(address));
     return kj::mv(*this);
   }

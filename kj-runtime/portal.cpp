@@ -111,13 +111,9 @@ kj::Promise<void> Portal::openContextWith(
 kj::Promise<void> Portal::openStreamWith(OpenContextRequest&& request,
                                          kj::Function<kj::Promise<void>(MsgStream&)> block) {
   auto consume = [block = kj::mv(block)](Context& ctx, Value) mutable {
-    return ctx.openStream([&block](MsgStream& stream) {
-      return block(stream).then([&stream]() -> kj::Promise<void> {
-        // Consumer-side close before the end: the remote function is cancelled.
-        if (stream.ended()) return kj::READY_NOW;
-        return stream.context().cancel();
-      });
-    });
+    // Leaving the block (or `close()`) before the stream ended cancels the remote function.
+    ctx.oneWayConsumer = true;
+    return ctx.openStream([&block](MsgStream& stream) { return block(stream); });
   };
   return openContextWith(kj::mv(request), StreamOptions(), kj::mv(consume));
 }

@@ -133,6 +133,11 @@ kj::Exception _::tooSlowError(kj::Duration timeout) {
                        kj::str(TOO_SLOW_PREFIX, "deadline of ", timeout, " exceeded"));
 }
 
+kj::Exception _::notStartedError(kj::StringPtr why) {
+  return kj::Exception(kj::Exception::Type::FAILED, CXX_EXCEPTION_FILE, 0,
+                       kj::str("tractor::TaskNotStarted: ", why));
+}
+
 // =======================================================================================
 // Shielded cleanup
 

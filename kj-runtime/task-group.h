@@ -23,7 +23,36 @@ namespace tractor {
 namespace _ {  // private
 template <typename Func>
 class TaskGroupHolder;
+template <typename T, typename Func>
+class StartedTask;
 }  // namespace _
+
+template <typename T>
+class TaskStatus {
+  // Handed to a task started with `TaskGroup::startAndWait()`: the task calls `started(value)`
+  // once it is ready (trio's `task_status.started()`), which hands `value` to the starter while
+  // the task goes on running in the group.
+public:
+  template <typename... V>
+  void started(V&&... value) {
+    // Once. `T` void: no argument.
+    KJ_REQUIRE(!called, "TaskStatus::started() was already called");
+    called = true;
+    if (fulfiller->isWaiting()) fulfiller->fulfill(kj::fwd<V>(value)...);
+  }
+  bool startedCalled() const { return called; }
+
+private:
+  kj::Own<kj::PromiseFulfiller<T>> fulfiller;
+  bool called = false;
+  explicit TaskStatus(kj::Own<kj::PromiseFulfiller<T>> fulfiller)
+      : fulfiller(kj::mv(fulfiller)) {}
+  void failed(kj::Exception&& error) {
+    if (!called && fulfiller->isWaiting()) fulfiller->reject(kj::mv(error));
+  }
+  template <typename, typename>
+  friend class _::StartedTask;
+};
 
 class TaskGroup final: private kj::TaskSet::ErrorHandler {
   // tractor's in-actor nursery: a scope owning child tasks. Obtained only through
@@ -52,6 +81,15 @@ public:
   // then owns it until it finishes. A task started after `cancel()` (or after a failure) is dropped
   // at once: a coroutine's body runs up to its first suspension and no further. Starting a task in
   // a group whose block and children have all finished is a bug in the caller (KJ_REQUIRE).
+
+  template <typename T = void, typename Func>
+  kj::Promise<T> startAndWait(Func&& fn);
+  // trio's `nursery.start()`: starts `fn(status)` (a callable taking `TaskStatus<T>&` and
+  // returning `kj::Promise<void>` or `Task<void>`, kept alive until the task ends) as a child
+  // task, and resolves with the value the task passes to `status.started()`; the task then goes
+  // on in the group. If the task fails before calling `started()`, its error is raised here and
+  // not by the group; if it returns without calling it, or is cancelled first, this raises
+  // `tractor::TaskNotStarted`.
 
   void cancel();
   // Cancels the block and every child task; the group then completes normally (unless a task had
@@ -215,6 +253,39 @@ private:
 kj::Exception tooSlowError(kj::Duration timeout);
 // The exception `failAfter` raises.
 
+kj::Exception notStartedError(kj::StringPtr why);
+// The `tractor::TaskNotStarted` error of `startAndWait()`.
+
+template <typename T, typename Func>
+class StartedTask {
+  // A task of `startAndWait()`: its callable and its status, alive until the task ends.
+public:
+  StartedTask(Func&& fn, kj::Own<kj::PromiseFulfiller<T>> fulfiller)
+      : fn(kj::fwd<Func>(fn)), status(kj::mv(fulfiller)) {}
+  ~StartedTask() noexcept(false) {
+    status.failed(notStartedError("the task was cancelled before it called started()"));
+  }
+
+  kj::Promise<void> run() {
+    return kj::evalNow([this]() -> kj::Promise<void> { return fn(status); })
+        .then(
+            [this]() -> kj::Promise<void> {
+              status.failed(notStartedError("the task returned without calling started()"));
+              return kj::READY_NOW;
+            },
+            [this](kj::Exception&& e) -> kj::Promise<void> {
+              // Before `started()` the error is the starter's; after it, the group's.
+              if (status.startedCalled()) return kj::mv(e);
+              status.failed(kj::mv(e));
+              return kj::READY_NOW;
+            });
+  }
+
+private:
+  std::decay_t<Func> fn;
+  TaskStatus<T> status;
+};
+
 void orphanedShieldFailed(kj::Exception&& exception);
 // Logs the error of shielded work whose awaiter is gone.
 
@@ -231,6 +302,19 @@ kj::Promise<void> openTaskGroup(Func&& block) {
   auto holder = kj::heap<_::TaskGroupHolder<Func>>(kj::fwd<Func>(block));
   auto promise = holder->run();
   return promise.attach(kj::mv(holder));
+}
+
+template <typename T, typename Func>
+kj::Promise<T> TaskGroup::startAndWait(Func&& fn) {
+  static_assert(std::is_convertible_v<
+                    std::invoke_result_t<std::decay_t<Func>&, TaskStatus<T>&>, kj::Promise<void>>,
+                "startAndWait<T>(fn): fn must be callable as fn(TaskStatus<T>&) and return "
+                "kj::Promise<void> or tractor::Task<void>");
+  auto paf = kj::newPromiseAndFulfiller<T>();
+  auto task = kj::heap<_::StartedTask<T, Func>>(kj::fwd<Func>(fn), kj::mv(paf.fulfiller));
+  auto& t = *task;
+  start(t.run().attach(kj::mv(task)));
+  return kj::mv(paf.promise);
 }
 
 template <typename T>

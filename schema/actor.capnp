@@ -43,6 +43,9 @@ struct Error {
   # ContextCancelled only: the actor that asked for the cancellation.
   sender @8 :ActorId;
   # StreamOverrun only: the actor whose stream items overran the receiver.
+  members @9 :List(Error);
+  # ErrorGroup only: the errors of the group (a nursery's failed children, its block's error),
+  # each boxed as it was when the group was raised.
 }
 
 struct Outcome {

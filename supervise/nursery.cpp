@@ -60,9 +60,12 @@ ActorNursery::ActorNursery(): failed(nullptr) {
   failed = paf.promise.fork();
 }
 
-ActorNursery::~ActorNursery() noexcept(false) {
+ActorNursery::~ActorNursery() noexcept(false) {}
+
+void ActorNursery::endScope() {
   // Dropped before its scope finished (the enclosing task was cancelled): hand every child's
   // teardown to the actor's shield keeper so that it still completes.
+  closing = true;
   for (auto& child: children) {
     child->forget();
     if (child->teardown == nullptr && !child->closing) {
@@ -315,12 +318,8 @@ kj::Promise<void> ActorNursery::supervise(kj::Promise<void> block) {
         for (auto& child: children) child->forget();
         if (errors.size() == 0) return kj::READY_NOW;
         if (errors.size() == 1) return kj::mv(errors[0]);
-        kj::Vector<kj::String> parts;
-        for (auto i: kj::indices(errors)) {
-          parts.add(kj::str("[", i + 1, "] ", errors[i].getDescription()));
-        }
-        return typedError(ERROR_GROUP, kj::str(errors.size(), " errors in the nursery:\n",
-                                               kj::strArray(parts, "\n")));
+        auto& self = Actor::current().id();
+        return errorGroup(self, kj::str(errors.size(), " errors in the nursery of ", self), errors);
       });
 }
 

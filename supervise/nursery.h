@@ -32,13 +32,12 @@ constexpr kj::Duration EXIT_TIMEOUT = 1 * kj::SECONDS;
 constexpr kj::Duration TERM_TIMEOUT = 1600 * kj::MILLISECONDS;
 // How long a child has to exit after SIGTERM, before SIGKILL.
 
-constexpr kj::StringPtr ERROR_GROUP = "tractor::ErrorGroup"_kj;
 constexpr kj::StringPtr ACTOR_FAILURE = "tractor::ActorFailure"_kj;
 // A child process ended without being asked to.
 
-class ActorNursery {
+class ActorNursery final: public kj::Refcounted {
   // Owns the child actors spawned in one `openNursery()` block. Obtained only through
-  // `openNursery()`; valid until the block's promise completes.
+  // `openNursery()`; valid until the block's promise completes, or longer through `addRef()`.
 public:
   kj::Promise<Portal> startActor(kj::StringPtr name, ActorOptions options = {});
   // Spawns a daemon actor: it serves its enabled modules until cancelled (by the nursery's end,
@@ -62,12 +61,21 @@ public:
   // down at the normal end of the scope).
 
   size_t childCount() const { return children.size(); }
+  // The children spawned in this nursery so far (still counted after they were reaped).
+
+  kj::Own<ActorNursery> addRef() { return kj::addRef(*this); }
+  // A handle that outlives the block, to read `cancelCalled()`, `cancelledCaught()` and
+  // `childCount()` once the scope has ended (tractor's tests read them after `async with`).
+  // Spawning through it after the scope ended raises.
 
   // private, used by openNursery()
   ActorNursery();
   ~ActorNursery() noexcept(false);
   KJ_DISALLOW_COPY(ActorNursery);
   kj::Promise<void> supervise(kj::Promise<void> block);
+  void endScope();
+  // The scope's promise is gone (done, or dropped because the enclosing scope was cancelled):
+  // any child still running is handed, with its teardown, to the actor's shield keeper.
   struct Child;
   // One child actor (defined in nursery.cpp).
 
@@ -98,13 +106,14 @@ kj::Promise<void> openNursery(Func&& block) {
   // Runs `block(nursery)` (returning a kj::Promise<void> or a Task<void>) and supervises the
   // children it spawns; see the file comment. The callable is kept alive until the scope ends, so
   // a capturing lambda coroutine is safe.
-  auto nursery = kj::heap<ActorNursery>();
+  auto nursery = kj::refcounted<ActorNursery>();
   auto holder = kj::heap<std::decay_t<Func>>(kj::fwd<Func>(block));
   auto& n = *nursery;
   auto& fn = *holder;
   kj::Promise<void> body = kj::evalNow([&]() -> kj::Promise<void> { return fn(n); });
-  // Attachments are destroyed after the promise chain that uses them.
-  return n.supervise(kj::mv(body)).attach(kj::mv(nursery), kj::mv(holder));
+  // Destroyed after the promise chain that uses them: the callable, then the scope's end.
+  auto ended = kj::defer([nursery = kj::mv(nursery)]() mutable { nursery->endScope(); });
+  return n.supervise(kj::mv(body)).attach(kj::mv(ended), kj::mv(holder));
 }
 
 // =======================================================================================

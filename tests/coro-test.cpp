@@ -443,6 +443,51 @@ TEST_CASE("coro a caught failure lets the coroutine await again") {
   CHECK(result.wait(io.waitScope) == "std::runtime_error: disk on fire then 2");
 }
 
+struct TestScope final: public TaskScope {
+  static const char KIND;
+  explicit TestScope(int tag): TaskScope(&KIND), tag(tag) {}
+  int tag;
+};
+const char TestScope::KIND = 0;
+
+int scopeTag() {
+  KJ_IF_MAYBE(s, TaskScope::find<TestScope>()) {
+    return s->tag;
+  }
+  return 0;
+}
+
+Task<int> tagAfterAwait(kj::Promise<void> wait) {
+  co_await kj::mv(wait);
+  co_return scopeTag();
+}
+
+TEST_CASE("coro a coroutine runs in the task scope it was created in") {
+  auto io = kj::setupAsyncIo();
+  auto outer = kj::refcounted<TestScope>(1);
+  auto gate = kj::newPromiseAndFulfiller<void>();
+  kj::Promise<int> inOuter = nullptr;
+  kj::Promise<int> inInner = nullptr;
+  {
+    TaskScope::Enter entered(*outer);
+    inOuter = tagAfterAwait(kj::mv(gate.promise));
+    // Made inside `outer`: its parent.
+    auto inner = kj::refcounted<TestScope>(2);
+    {
+      TaskScope::Enter nested(*inner);
+      CHECK(KJ_ASSERT_NONNULL(inner->parent()).kind() == &TestScope::KIND);
+      inInner = tagAfterAwait(nextTurn());
+    }
+    CHECK(scopeTag() == 1);
+  }
+  CHECK(scopeTag() == 0);
+  gate.fulfiller->fulfill();
+  // Each resumes in its own scope, whatever runs around it.
+  CHECK(inInner.wait(io.waitScope) == 2);
+  CHECK(inOuter.wait(io.waitScope) == 1);
+  CHECK(scopeTag() == 0);
+}
+
 }  // TEST_SUITE("unit")
 
 }  // namespace tractor

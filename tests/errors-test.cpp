@@ -140,4 +140,74 @@ TEST_SUITE("unit") {
       FAIL("not a remote error");
     }
   }
+
+  TEST_CASE("an error group keeps its members through boxing and relaying") {
+    auto a = actor("a", 1);
+    auto b = actor("b", 2);
+    auto c = actor("c", 3);
+    kj::Vector<kj::Exception> members;
+    members.add(tractor::typedError("std::runtime_error", "block failed"));
+    members.add(roundTrip(tractor::typedError("std::logic_error", "child failed"), b));
+    auto group = tractor::errorGroup(a, "2 errors in the nursery of a@1", members);
+    CHECK(tractor::errorTypeName(group) == tractor::ERROR_GROUP);
+    auto check = [&](const kj::Exception& e) {
+      KJ_IF_MAYBE(g, tractor::ErrorGroup::from(e)) {
+        CHECK(g->message == "2 errors in the nursery of a@1");
+        CHECK(g->src.uuid == a.uuid);
+        REQUIRE(g->members.size() == 2);
+        auto first = KJ_ASSERT_NONNULL(tractor::RemoteActorError::from(g->members[0]));
+        CHECK(first.boxedType == "std::runtime_error");
+        CHECK(first.message == "block failed");
+        CHECK(first.src.uuid == a.uuid);
+        auto second = KJ_ASSERT_NONNULL(tractor::RemoteActorError::from(g->members[1]));
+        CHECK(second.boxedType == "std::logic_error");
+        CHECK(second.src.uuid == b.uuid);
+      } else {
+        FAIL("not an error group: ", e.getDescription().cStr());
+      }
+    };
+    check(group);
+    auto sent = roundTrip(group, a);
+    CHECK(tractor::isRemoteError(sent, tractor::ERROR_GROUP));
+    check(sent);
+    auto relayed = roundTrip(sent, c);
+    auto remote = KJ_ASSERT_NONNULL(tractor::RemoteActorError::from(relayed));
+    CHECK(remote.boxedType == "RemoteActorError");
+    CHECK(remote.srcType == tractor::ERROR_GROUP);
+    check(relayed);
+  }
+
+  TEST_CASE("an error group nested in a group keeps both levels") {
+    auto a = actor("a", 1);
+    auto b = actor("b", 2);
+    kj::Vector<kj::Exception> inner;
+    inner.add(tractor::typedError("std::logic_error", "one"));
+    inner.add(tractor::typedError("std::logic_error", "two\nlines \\ and a backslash"));
+    auto subtree = roundTrip(tractor::errorGroup(b, "2 errors in b", inner), b);
+    kj::Vector<kj::Exception> outer;
+    outer.add(kj::cp(subtree));
+    outer.add(kj::cp(subtree));
+    auto root = roundTrip(roundTrip(tractor::errorGroup(a, "2 errors in a", outer), a), b);
+    auto group = KJ_ASSERT_NONNULL(tractor::ErrorGroup::from(root));
+    REQUIRE(group.members.size() == 2);
+    for (auto& member: group.members) {
+      auto nested = KJ_ASSERT_NONNULL(tractor::ErrorGroup::from(member));
+      CHECK(nested.src.uuid == b.uuid);
+      REQUIRE(nested.members.size() == 2);
+      auto second = KJ_ASSERT_NONNULL(tractor::RemoteActorError::from(nested.members[1]));
+      CHECK(second.message == "two\nlines \\ and a backslash");
+    }
+  }
+
+  TEST_CASE("a received error group keeps a bounded number of members") {
+    // A hostile peer's group of empty members costs it nothing on the wire.
+    capnp::MallocMessageBuilder message;
+    auto error = message.initRoot<tractor::schema::Error>();
+    error.setBoxedType(tractor::ERROR_GROUP);
+    error.setMessage("many");
+    error.initMembers(tractor::MAX_GROUP_MEMBERS + 10);
+    auto group = KJ_ASSERT_NONNULL(tractor::ErrorGroup::from(tractor::unboxError(error.asReader())));
+    CHECK(group.members.size() == tractor::MAX_GROUP_MEMBERS);
+    CHECK(contains(group.message, "10 more members were dropped"));
+  }
 }

@@ -225,7 +225,7 @@ TEST_SUITE("multiproc") {
     WithoutSpawnMethodEnv withoutEnv;
     int64_t serverPid = 0;
     tractor::RootOptions options;
-    options.spawnMethod = "forkserver"_kj;
+    options.spawnMethod = kj::str("forkserver");
     tractor::runAsRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
         KJ_IF_MAYBE(server, tractor::ForkServer::current()) {
@@ -249,7 +249,7 @@ TEST_SUITE("multiproc") {
     tractor::test::LeakAudit audit;
     WithoutSpawnMethodEnv withoutEnv;
     tractor::RootOptions options;
-    options.spawnMethod = "forkserver"_kj;
+    options.spawnMethod = kj::str("forkserver");
     kj::String failure;
     tractor::runAsRoot([&]() {
       return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
@@ -270,7 +270,7 @@ TEST_SUITE("multiproc") {
   TEST_CASE("an unknown spawn method is a clear error") {
     WithoutSpawnMethodEnv withoutEnv;
     tractor::RootOptions options;
-    options.spawnMethod = "teleport"_kj;
+    options.spawnMethod = kj::str("teleport");
     auto e = kj::runCatchingExceptions([&]() {
       tractor::runAsRoot([]() -> kj::Promise<void> { return kj::READY_NOW; }, kj::mv(options));
     });

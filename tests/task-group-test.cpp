@@ -680,6 +680,84 @@ TEST_CASE("destroying a ShieldKeeper cancels pending work and rejects drain") {
   CHECK(time.timerIdle());
 }
 
+// ---------------------------------------------------------------------------------------------
+// startAndWait (trio's nursery.start)
+
+TEST_CASE("task group startAndWait gives the started value while the task goes on") {
+  ManualTime time;
+  Probe probe;
+  int started = 0;
+  auto group = openTaskGroup([&](TaskGroup& g) -> kj::Promise<void> {
+    return g.startAndWait<int>([&](TaskStatus<int>& status) -> kj::Promise<void> {
+              return time.timer.afterDelay(5 * MS).then([&]() -> kj::Promise<void> {
+                status.started(42);
+                return sleeper(time.timer, 10 * MS, probe);
+              });
+            })
+        .then([&](int value) { started = value; });
+  });
+  time.advance(5 * MS);
+  CHECK(started == 42);
+  CHECK(!probe.finished);
+  CHECK(!group.poll(time.waitScope));
+  time.advance(10 * MS);
+  CHECK(probe.finished);
+  CHECK(time.outcome(group) == nullptr);
+}
+
+TEST_CASE("task group startAndWait raises an error from before started and not the group") {
+  ManualTime time;
+  kj::Maybe<kj::Exception> seen;
+  auto group = openTaskGroup([&](TaskGroup& g) -> kj::Promise<void> {
+    return g.startAndWait<void>([&](TaskStatus<void>&) {
+              return failer(time.timer, 1 * MS, kj::str("not ready"));
+            })
+        .catch_([&](kj::Exception&& e) { seen = kj::mv(e); });
+  });
+  time.advance(1 * MS);
+  KJ_IF_MAYBE(e, seen) {
+    CHECK(mentions(*e, "not ready"));
+  } else {
+    FAIL("startAndWait did not raise");
+  }
+  CHECK(time.outcome(group) == nullptr);
+}
+
+TEST_CASE("task group startAndWait of a task that never calls started raises TaskNotStarted") {
+  ManualTime time;
+  kj::Maybe<kj::Exception> returned;
+  auto group = openTaskGroup([&](TaskGroup& g) -> kj::Promise<void> {
+    return g.startAndWait<int>([](TaskStatus<int>&) -> kj::Promise<void> { return kj::READY_NOW; })
+        .then([](int) {}, [&](kj::Exception&& e) { returned = kj::mv(e); });
+  });
+  CHECK(time.outcome(group) == nullptr);
+  KJ_IF_MAYBE(e, returned) {
+    CHECK(mentions(*e, "tractor::TaskNotStarted: the task returned without calling started()"));
+  } else {
+    FAIL("no error for the task that returned");
+  }
+}
+
+TEST_CASE("task group startAndWait of a task cancelled before started raises TaskNotStarted") {
+  ManualTime time;
+  kj::Maybe<kj::Exception> cancelled;
+  Probe probe;
+  auto group = openTaskGroup([&](TaskGroup& g) -> kj::Promise<void> {
+    g.startAndWait<int>([&](TaskStatus<int>&) { return sleeper(time.timer, 10 * MS, probe); })
+        .then([](int) {}, [&](kj::Exception&& e) { cancelled = kj::mv(e); })
+        .detach([](kj::Exception&&) {});
+    return time.timer.afterDelay(1 * MS).then([&g]() { g.cancel(); });
+  });
+  time.advance(1 * MS);
+  CHECK(time.outcome(group) == nullptr);
+  KJ_IF_MAYBE(e, cancelled) {
+    CHECK(mentions(*e, "cancelled before it called started()"));
+  } else {
+    FAIL("no error for the cancelled task");
+  }
+  CHECK(probe.cancelled());
+}
+
 }  // TEST_SUITE("unit")
 
 }  // namespace tractor
