@@ -36,7 +36,7 @@ public:
     context.allowCancellation();
     auto call = context.getParams().getCall();
     TRACTOR_LOG(TRACE, peerName(), " runs ", call.getModule(), '.', call.getFunction());
-    return actor.invoke(call).then(
+    return actor.invoke(call, peerId()).then(
         [this, context](Value&& value) mutable {
           // Capabilities in a result are revoked when this actor is cancelled.
           context.getResults().initOutcome().setValue(
@@ -119,7 +119,8 @@ private:
 }  // namespace
 
 Actor::Actor(kj::AsyncIoContext& io, ActorId id, bool isRoot)
-    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot), background(logErrors),
+    : io_(io), id_(kj::mv(id)), isRoot_(isRoot), started(isRoot),
+      tasks(kj::refcounted<CancelScope>()), background(logErrors),
       revocation(kj::refcounted<Revoker>()) {
   KJ_REQUIRE(currentActor == nullptr, "this thread already runs an actor");
   currentActor = this;
@@ -202,10 +203,19 @@ const FunctionInfo& Actor::lookup(schema::Call::Reader call, FunctionKind kind) 
       kj::str("module '", module, "' has no function '", function, "' in actor ", id_.toString())));
 }
 
-kj::Promise<Value> Actor::invoke(schema::Call::Reader call) {
+kj::Own<CancelScope> Actor::newTaskScope() {
+  return kj::refcounted<CancelScope>(static_cast<TaskScope&>(*tasks));
+}
+
+kj::Promise<Value> Actor::invoke(schema::Call::Reader call, const ActorId& peer) {
+  // A refusal is the call's outcome too.
   return kj::evalNow([&]() {
     auto& info = lookup(call, FunctionKind::FUNCTION);
-    return canceler.wrap(info.invoke(info, call.getArgs()));
+    return runTask([&]() { return info.invoke(info, call.getArgs()); },
+                   [this, peer = peer.clone()]() {
+                     return contextCancelled(id_, peer, kj::str("the call was dropped by ",
+                                                                peer));
+                   });
   });
 }
 
@@ -214,18 +224,26 @@ kj::Promise<void> Actor::openContext(schema::Actor::OpenContextParams::Reader pa
   auto kind = params.getOptions().getKind() == schema::DialogueKind::STREAM_FROM
       ? FunctionKind::STREAM
       : FunctionKind::CONTEXT;
+  // The context function's task; the context's own scope nests in it, so that the function's
+  // coroutines find both (currentContext(), and the cancellation a shield holds back).
+  auto task = newTaskScope();
   auto ctx = kj::refcounted<Context>(Context::Side::CALLEE, id_.clone(), peer.clone(),
                                      StreamOptions(),
-                                     windowOptions(params.getOptions().getWindow()));
+                                     windowOptions(params.getOptions().getWindow()), *task);
   // The call's parameters stay valid while the call runs, which outlives the task's start.
   auto call = params.getCall();
-  return runCalleeContext(kj::mv(ctx), params.getCaller(), [this, call, kind](Context& ctx) {
-    auto& info = lookup(call, kind);
-    return canceler.wrap(info.invokeInContext(info, ctx, call.getArgs()));
-  });
+  return runCalleeContext(kj::mv(ctx), kj::mv(task), params.getCaller(),
+                          [this, call, kind](Context& ctx) {
+                            auto& info = lookup(call, kind);
+                            return info.invokeInContext(info, ctx, call.getArgs());
+                          });
 }
 
-kj::Promise<void> Actor::wrapTask(kj::Promise<void> task) { return canceler.wrap(kj::mv(task)); }
+kj::Promise<void> Actor::wrapTask(kj::Promise<void> task) {
+  return runTask([&]() { return kj::mv(task); }, [this]() {
+    return contextCancelled(id_, id_, kj::str("a task of ", id_, " was abandoned"));
+  });
+}
 
 void Actor::LogErrors::taskFailed(kj::Exception&& e) {
   TRACTOR_LOG(DEBUG, "background message failed: ", e.getDescription());
@@ -261,14 +279,18 @@ kj::Promise<void> Actor::cancel(const ActorId& requester) {
   TRACTOR_LOG(RUNTIME, "actor ", id_.toString(), " cancelled by ", who);
   auto why = contextCancelled(id_, requester,
                               kj::str("actor ", id_.toString(), " was cancelled by ", who));
-  canceler.cancel(why);
+  tasks->cancel(kj::cp(why));
   revocation->revoke(why);
-  // The cancelled tasks' nurseries handed their children's teardown to the keeper, and the
-  // cancelled contexts their outcomes' delivery, once the events the cancellation set off ran.
   // Off the registry at once (not awaited: the message leaves before the acknowledgement does,
   // while the connection to the registrar, often the parent's, still stands).
   background.add(unregisterSelf());
-  auto& fork = cancelled.emplace(kj::evalLast([this]() { return keeper.drain(); }).fork());
+  // Every task ends (a shielded section first finishes), with the cleanup its end set off; then
+  // what else was shielded (outcomes being delivered) drains.
+  auto& fork = cancelled.emplace(tasks->whenNestedDone()
+                                     .then([this]() {
+                                       return kj::evalLast([this]() { return keeper.drain(); });
+                                     })
+                                     .fork());
   return fork.addBranch();
 }
 
@@ -414,9 +436,18 @@ ActorId Actor::start(schema::SpawnSpec::Reader spec, schema::Actor::Client paren
   TRACTOR_LOG(RUNTIME, "started, serving modules [", kj::strArray(modules, ", "), "]");
 
   if (spec.getMainTask().isCall()) {
-    auto task = invoke(spec.getMainTask().getCall()).then(
-        [this](Value&& value) { mainValue = kj::mv(value); },
-        [this](kj::Exception&& e) { mainError = kj::mv(e); });
+    // Started once the loop has nothing left to do, after the answer to `start` went out (a
+    // timer fires only then): a main task that blocks its loop at once cannot hold up its
+    // parent's `runInActor()`.
+    mainCall = kj::heap<capnp::MallocMessageBuilder>();
+    mainCall->setRoot(spec.getMainTask().getCall());
+    auto parentId = ActorId::fromReader(spec.getParent());
+    auto task = timer().afterDelay(0 * kj::NANOSECONDS)
+                    .then([this, parentId = kj::mv(parentId)]() {
+                      return invoke(mainCall->getRoot<schema::Call>().asReader(), parentId);
+                    })
+                    .then([this](Value&& value) { mainValue = kj::mv(value); },
+                          [this](kj::Exception&& e) { mainError = kj::mv(e); });
     mainTask = task.fork();
   }
   return id_.clone();

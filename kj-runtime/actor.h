@@ -2,6 +2,7 @@
 
 #pragma once
 
+#include <capnp/message.h>
 #include <kj/async-io.h>
 #include <kj/vector.h>
 #include "kj-runtime/address.h"
@@ -81,10 +82,11 @@ public:
   schema::Actor::Client serve(kj::Maybe<ActorId> peer);
   // A new capability to this actor, for `peer` (used in logs and as the canceller's identity).
 
-  kj::Promise<Value> invoke(schema::Call::Reader call);
-  // Runs one call from a peer: refuses modules that are not enabled (ModuleNotExposed), unknown
-  // functions (FunctionNotFound) and context or stream functions (ContextError); the running
-  // call ends with ContextCancelled when the actor is cancelled.
+  kj::Promise<Value> invoke(schema::Call::Reader call, const ActorId& peer);
+  // Runs one call from `peer` as a task of this actor (see `runTask()`): refuses modules that are
+  // not enabled (ModuleNotExposed), unknown functions (FunctionNotFound) and context or stream
+  // functions (ContextError). Dropping the promise (the peer dropped its call) cancels the task
+  // with a ContextCancelled naming `peer`.
 
   kj::Promise<void> openContext(schema::Actor::OpenContextParams::Reader params,
                                 const ActorId& peer);
@@ -92,14 +94,23 @@ public:
   // `invoke()`, delivered to the caller as the dialogue's outcome.
 
   kj::Promise<void> cancel(const ActorId& requester);
-  // Cancels every task run on behalf of peers (and the root function) — each open context ends
-  // with a ContextCancelled naming `requester` — then waits for the shielded cleanup they leave
-  // behind (child actors being torn down, outcomes being delivered). Idempotent: later calls
-  // wait for the same teardown.
+  // Cancels every task of this actor (see `runTask()`) — each open context ends with a
+  // ContextCancelled naming `requester` — waits until each has ended (a shielded section holds
+  // its task's cancellation back), then for the shielded cleanup they leave behind (child actors
+  // being torn down, outcomes being delivered). Idempotent: later calls wait for the same
+  // teardown.
   bool cancelCalled() const { return cancelled != nullptr; }
 
+  template <typename Func>
+  auto runTask(Func&& start, kj::Function<kj::Exception()> abandoned);
+  // Runs `start()` (returning a kj::Promise<T> or Task<T>) as a task of this actor, in a
+  // CancelScope of its own nested in the actor's (task-group.h): `cancel()` ends it with a
+  // ContextCancelled; dropping the returned promise abandons it (cancelled with `abandoned()`).
   kj::Promise<void> wrapTask(kj::Promise<void> task);
-  // Makes `task` end (with ContextCancelled) when the actor is cancelled.
+  // The same for a promise made elsewhere (its coroutines do not run in the task's scope, so a
+  // shield inside them does not hold the cancellation back).
+  kj::Own<CancelScope> newTaskScope();
+  // A scope nested in the actor's, for a task the runtime starts itself (a context's side).
 
   ShieldKeeper& shieldKeeper() { return keeper; }
 
@@ -157,8 +168,9 @@ private:
   bool started = false;
   kj::Vector<kj::String> modules;
   kj::Maybe<Portal> parent_;
-  kj::Canceler canceler;
   ShieldKeeper keeper;
+  kj::Own<CancelScope> tasks;
+  // The scope every task of the actor is nested in; `cancel()` cancels it.
   kj::Maybe<kj::ForkedPromise<void>> cancelled;
   kj::Maybe<OrphanReaper&> orphanReaper;
   class LogErrors final: public kj::TaskSet::ErrorHandler {
@@ -169,6 +181,8 @@ private:
   kj::TaskSet background;
   // Fire-and-forget messages (descendant reports); a failure is logged.
   kj::Maybe<kj::ForkedPromise<void>> mainTask;
+  kj::Own<capnp::MallocMessageBuilder> mainCall;
+  // The main task's call, kept from the spawn spec until the task started.
   kj::Maybe<Value> mainValue;
   kj::Maybe<kj::Exception> mainError;
 
@@ -189,5 +203,14 @@ private:
 
 constexpr kj::Duration UNREGISTER_TIMEOUT = 500 * kj::MILLISECONDS;
 // How long an ending actor waits for its registrar to take it off the registry.
+
+// =======================================================================================
+// inline implementation
+
+template <typename Func>
+auto Actor::runTask(Func&& start, kj::Function<kj::Exception()> abandoned) {
+  auto scope = newTaskScope();
+  return scope->run(kj::fwd<Func>(start), kj::mv(abandoned));
+}
 
 }  // namespace tractor

@@ -78,6 +78,8 @@ public:
   kj::Promise<void> finish(FinishContext call) override {
     auto outcome = call.getParams().getOutcome();
     if (ctx->side_ != Side::CALLER) return kj::READY_NOW;  // only a callee finishes
+    // Its task is over, whatever this side makes of the outcome.
+    KJ_DEFER(ctx->markCalleeEnded());
     if (outcome.isError()) {
       ctx->setOutcome(unboxError(outcome.getError()));
       return kj::READY_NOW;
@@ -98,8 +100,11 @@ public:
   }
 
   kj::Promise<void> cancel(CancelContext) override {
-    if (ctx->side_ == Side::CALLEE) ctx->cancelTask(ctx->peerId, "its caller");
-    return kj::READY_NOW;
+    if (ctx->side_ != Side::CALLEE) return kj::READY_NOW;
+    ctx->cancelTask(ctx->peerId, "its caller");
+    // Answered once the task has ended (a shielded section in it finished first) and its outcome
+    // is on its way: the caller then has the outcome before the answer.
+    return ctx->whenTaskEnded();
   }
 
 private:
@@ -132,11 +137,19 @@ class ContextScope final: public TaskScope {
 public:
   static const char KIND;
   explicit ContextScope(Context& ctx): TaskScope(&KIND), ctx(&ctx) {}
+  ContextScope(Context& ctx, TaskScope& enclosing): TaskScope(&KIND, enclosing), ctx(&ctx) {}
   Context* ctx;
   // Null once the context is gone (a frame started inside it may outlive it).
 };
 
 const char ContextScope::KIND = 0;
+
+kj::Own<TaskScope> contextScope(Context& ctx, kj::Maybe<TaskScope&> enclosing) {
+  KJ_IF_MAYBE(e, enclosing) {
+    return kj::refcounted<ContextScope>(ctx, *e);
+  }
+  return kj::refcounted<ContextScope>(ctx);
+}
 
 }  // namespace
 
@@ -148,10 +161,10 @@ kj::Maybe<Context&> currentContext() {
 }
 
 Context::Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
-                 StreamOptions peerReceiving)
+                 StreamOptions peerReceiving, kj::Maybe<TaskScope&> enclosing)
     : side_(side), self(kj::mv(self)), peerId(kj::mv(peer)), stream(*this),
       receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)),
-      taskScope(kj::refcounted<ContextScope>(*this)), tasks(logErrors) {}
+      taskScope(contextScope(*this, enclosing)), tasks(logErrors) {}
 
 Context::~Context() noexcept(false) { static_cast<ContextScope&>(*taskScope).ctx = nullptr; }
 
@@ -181,11 +194,10 @@ bool Context::isOwnCancel(const kj::Exception& e) const {
   return false;
 }
 
-bool Context::isRequestedHere(const kj::Exception& e) const {
-  // A cancellation this actor asked for, with `cancel()` or through `Portal::cancelActor()`: the
-  // block goes on (it learns at the scope's exit, or from the stream).
-  KJ_IF_MAYBE(c, cancellerOf(e)) {
-    return *c == self;
+bool Context::isOutcome(const kj::Exception& e) const {
+  KJ_IF_MAYBE(o, outcome_) {
+    return o->is<kj::Exception>() &&
+           o->get<kj::Exception>().getDescription() == e.getDescription();
   }
   return false;
 }
@@ -229,6 +241,17 @@ kj::Promise<void> Context::openStream(StreamOptions options,
   if (side_ == Side::CALLEE && !startedCalled) {
     return contextError("openStream() before started(): the callee must call started() first");
   }
+  KJ_IF_MAYBE(o, outcome_) {
+    // The dialogue is over: opening the stream raises what ended it.
+    if (o->is<kj::Exception>()) return kj::cp(o->get<kj::Exception>());
+  }
+  if (cancelCalled_) {
+    // Absorbed at the scope's exit, like the cancellation it reports.
+    return contextCancelled(side_ == Side::CALLER ? peerId : self, self,
+                            kj::str("the stream of the context with ", peerId, " was opened "
+                                    "after ", self, " cancelled the context"));
+  }
+  if (scopeDone) return contextError(kj::str("the context with ", peerId, " has ended"));
   if (streamOpened) return contextError("a context's stream cannot be reopened");
   KJ_REQUIRE(options.bufferSize > 0, "a stream's buffer size must be at least 1");
   streamOpened = true;
@@ -254,13 +277,13 @@ kj::Promise<void> Context::openStream(StreamOptions options,
 
 kj::Promise<void> Context::cancel(kj::Duration timeout) {
   cancelCalled_ = true;
-  if (outcome_ != nullptr) return kj::READY_NOW;  // the task is over: nothing to cancel
   if (side_ == Side::CALLEE) {
-    // Usually called from the task itself, which cannot be destroyed while it runs: the
-    // cancellation lands at its next suspension point.
-    tasks.add(kj::evalLater([this]() { cancelTask(self, "itself"); }));
+    // Usually called from the task itself: its scope drops it in a later turn, at its next
+    // suspension point (once no shield is held).
+    if (outcome_ == nullptr) cancelTask(self, "itself");
     return kj::READY_NOW;
   }
+  if (calleeEnded) return kj::READY_NOW;  // the task is over: nothing to cancel
   KJ_IF_MAYBE(peer, peerCap) {
     TRACTOR_LOG(RUNTIME, "cancelling the context task in ", peerId.toString());
     auto acked = peer->cancelRequest().send().then(
@@ -278,16 +301,75 @@ kj::Promise<void> Context::cancel(kj::Duration timeout) {
   // Not started yet: dropping the call cancels the task.
   call = nullptr;
   setOutcome(contextCancelled(peerId, self, "cancelled by its caller before it started"));
+  markCalleeEnded();
   return kj::READY_NOW;
 }
 
 void Context::cancelTask(const ActorId& requester, kj::StringPtr who) {
   if (outcome_ != nullptr) return;  // already over: a real outcome is never replaced
-  canceller_ = requester.clone();
+  if (canceller_ == nullptr) canceller_ = requester.clone();
   TRACTOR_LOG(RUNTIME, "context task cancelled by ", who, " (", requester.toString(), ')');
-  taskCanceler.cancel(contextCancelled(
-      self, requester, kj::str("the context task in ", self.toString(), " was cancelled by ", who,
-                               ' ', requester.toString())));
+  interrupt(contextCancelled(self, requester,
+                             kj::str("the context task in ", self.toString(), " was cancelled by ",
+                                     who, ' ', requester.toString())));
+}
+
+void Context::interrupt(kj::Exception reason) {
+  if (side_ == Side::CALLER) {
+    KJ_IF_MAYBE(b, blockScope) {
+      b->cancel(kj::mv(reason));
+    }
+  } else {
+    KJ_IF_MAYBE(t, task) {
+      (*t)->cancel(kj::mv(reason));
+    }
+  }
+}
+
+void Context::peerRefused(kj::Exception error) {
+  // The peer refused items this side sent (an overrun, a payload off the spec): the dialogue is
+  // over, and this side's code learns it wherever it is.
+  if (sendError == nullptr) sendError = kj::cp(error);
+  if (outcome_ != nullptr) return;
+  if (typeError() != nullptr) wakeReceiver();
+  interrupt(kj::mv(error));
+}
+
+void Context::refusedPeer(kj::Exception error) {
+  // This side refused the peer's items: the peer, told so, ends the dialogue (the sender raises
+  // the refusal). Should it not, this side ends it.
+  if (refusalTimer != nullptr || outcome_ != nullptr) return;
+  refusalTimer = Actor::current().timer().afterDelay(REFUSAL_TIMEOUT).then(
+      [this, error = kj::mv(error)]() mutable {
+        if (outcome_ != nullptr || scopeDone) return;
+        TRACTOR_LOG(WARNING, peerId, " did not end the dialogue within ", REFUSAL_TIMEOUT,
+                    " after its items were refused: ", self, " ends it");
+        if (side_ == Side::CALLER) {
+          setOutcome(kj::mv(error));
+        } else {
+          interrupt(kj::mv(error));
+        }
+      }).eagerlyEvaluate(nullptr);
+}
+
+void Context::markCalleeEnded() {
+  if (calleeEnded) return;
+  calleeEnded = true;
+  fulfillAll(calleeEndWaiters);
+}
+
+kj::Promise<void> Context::whenCalleeEnded() {
+  if (calleeEnded) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  calleeEndWaiters.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> Context::whenTaskEnded() {
+  if (outcomeSent) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  endWaiters.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
 }
 
 kj::Promise<Value> Context::waitForResult() {
@@ -354,8 +436,9 @@ void Context::refuseIncoming(kj::Exception error) {
   if (side_ == Side::CALLER) {
     setOutcome(kj::mv(error));
   } else {
-    // The callee's task meets the error at its next receive (or send), which ends it.
+    // The callee's task ends with it, wherever it is (a receive waiting raises it itself).
     wakeReceiver();
+    interrupt(kj::mv(error));
   }
 }
 
@@ -444,29 +527,14 @@ void Context::setOutcome(Outcome outcome) {
   wakeReceiver();
   fulfillAll(outcomeWaiters);
   fulfillAll(outboxWaiters);
-  if (o.is<kj::Exception>() && !isRequestedHere(o.get<kj::Exception>())) {
-    // After everything else this set off, so that a block waiting in `receive()` sees the error
-    // itself rather than being cancelled.
+  if (o.is<kj::Exception>()) {
+    // The dialogue ended with an error (whoever asked for it): the block is interrupted wherever
+    // it awaits, after everything else this set off, so that a block waiting in `receive()` or
+    // `waitForResult()` sees the error there itself.
     tasks.add(kj::evalLast([this]() {
-      KJ_IF_MAYBE(w, failureWatcher) {
-        (*w)->reject(kj::cp(KJ_ASSERT_NONNULL(outcome_).get<kj::Exception>()));
-        failureWatcher = nullptr;
-      }
+      interrupt(kj::cp(KJ_ASSERT_NONNULL(outcome_).get<kj::Exception>()));
     }));
   }
-}
-
-kj::Promise<void> Context::whenFailed() {
-  // Never resolves; rejects with the dialogue's error (see setOutcome).
-  KJ_IF_MAYBE(o, outcome_) {
-    if (o->is<kj::Exception>() && !isRequestedHere(o->get<kj::Exception>())) {
-      return kj::cp(o->get<kj::Exception>());
-    }
-    return kj::NEVER_DONE;
-  }
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  failureWatcher = kj::mv(paf.fulfiller);
-  return kj::mv(paf.promise);
 }
 
 kj::Promise<void> Context::whenFinished() {
@@ -480,41 +548,102 @@ kj::Promise<void> Context::whenFinished() {
   return kj::mv(paf.promise);
 }
 
-kj::Promise<void> Context::awaitCallee() {
-  KJ_IF_MAYBE(c, call) {
-    auto running = kj::mv(*c);
-    call = nullptr;
-    auto late = Actor::current().timer().afterDelay(CONTEXT_CANCEL_TIMEOUT);
-    return shield(running.exclusiveJoin(kj::mv(late)));
-  }
-  return kj::READY_NOW;
-}
-
 void Context::endScope() {
   scopeDone = true;
   revokeCapabilities();
   inbox.clear();
   outbox.clear();
   fulfillAll(stalledSenders);
-  // Caller: cancels the callee's task if it still runs (the caller's scope was cancelled).
+  refusalTimer = nullptr;
+  // Caller: the callee's task is over (or gave up on): the call goes.
   call = nullptr;
   peerCap = nullptr;
 }
 
 Task<void> Context::exitScope(kj::Maybe<kj::Exception> blockError) {
+  // The block is over: the outcome rules (see context.h). The scope ends only once the callee's
+  // task has ended too.
   KJ_IF_MAYBE(e, blockError) {
-    if (isOwnCancel(*e)) co_return;
-    if (outcome_ == nullptr) {
-      // The block failed on its own: the callee's task must not outlive it.
-      co_await cancel();
+    if (isOutcome(*e)) {
+      // The dialogue's own end: the block was interrupted by it, or raised it again. An outcome
+      // made here (a refusal, a lost connection) may have left the callee running.
+      co_await endCallee();
+      if (isOwnCancel(*e)) co_return;
+      kj::throwFatalException(kj::mv(*e));
     }
+    if (isOwnCancel(*e)) {
+      // The cancellation this side asked for, raised inside the block (`openStream()` after
+      // `cancel()`, a `receive()`): absorbed once the callee ended.
+      co_await endCallee();
+      co_return;
+    }
+    // The block failed on its own (or a refusal of its items interrupted it): the callee's task
+    // must not outlive it. The context keeps the callee's own outcome; the block's error wins.
+    cancelCalled_ = true;
+    co_await endCallee();
     kj::throwFatalException(kj::mv(*e));
   }
-  co_await whenFinished();
+  co_await awaitOutcome(cancelCalled_);
   auto& o = KJ_ASSERT_NONNULL(outcome_);
   if (o.is<kj::Exception>() && !isOwnCancel(o.get<kj::Exception>())) {
     kj::throwFatalException(kj::cp(o.get<kj::Exception>()));
   }
+}
+
+Task<void> Context::endCallee() {
+  if (calleeEnded) co_return;
+  if (typeRefusal != nullptr) {
+    // This side refused a payload: the callee learns it from its next message's answer and
+    // ends with the relayed MsgTypeError. Give it that chance before cancelling its task.
+    co_await moveOnAfter(Actor::current().timer(), CONTEXT_CANCEL_TIMEOUT, whenCalleeEnded());
+  }
+  if (!calleeEnded) co_await cancel();
+  co_await awaitOutcome(true);
+}
+
+kj::Promise<void> Context::awaitOutcome(bool bounded) {
+  if (calleeEnded && outcome_ != nullptr) return kj::READY_NOW;
+  auto& timer = Actor::current().timer();
+  kj::Promise<kj::String> giveUp = kj::NEVER_DONE;
+  KJ_IF_MAYBE(actor, calleeActor) {
+    giveUp = whenUnresponsive(*actor, timer).then([]() {
+      return kj::str("stopped answering (no reply to a liveness probe within ", LIVENESS_TIMEOUT,
+                     ")");
+    });
+  }
+  if (bounded) {
+    giveUp = giveUp.exclusiveJoin(timer.afterDelay(CANCEL_HARD_TIMEOUT).then([]() {
+      return kj::str("did not end within ", CANCEL_HARD_TIMEOUT, " of its cancellation");
+    }));
+  }
+  auto ended = whenCalleeEnded().then([this]() { return whenFinished(); });
+  return ended.exclusiveJoin(giveUp.then([this](kj::String why) {
+    // Escalated: the actor is asked to cancel (unless it is this actor's parent or itself), and
+    // the dialogue ends here.
+    auto error = typedError(ACTOR_TOO_SLOW, kj::str("the context task in ", peerId, ' ', why));
+    TRACTOR_LOG(WARNING, error.getDescription());
+    KJ_IF_MAYBE(actor, calleeActor) {
+      auto& me = Actor::current();
+      bool isParent = false;
+      KJ_IF_MAYBE(p, me.parent()) {
+        isParent = p->actorId() == peerId;
+      }
+      if (!isParent && !(peerId == self)) {
+        me.runInBackground(actor->cancelRequest().send().ignoreResult().exclusiveJoin(
+            me.timer().afterDelay(CANCEL_TIMEOUT)));
+      }
+    }
+    setOutcome(kj::mv(error));
+    markCalleeEnded();
+  }));
+}
+
+Task<void> Context::abandonedExitTask() {
+  // The caller's scope was dropped from outside (its enclosing scope was cancelled): under the
+  // shield keeper, the callee's task is ended as at a normal exit, so that whoever dropped the
+  // scope waits for it (ShieldKeeper::collect()).
+  co_await endCallee();
+  endScope();
 }
 
 // ---- receiving -------------------------------------------------------------------------
@@ -539,29 +668,22 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
     refuseIncoming(kj::mv(error));
     return;
   }
-  if (refusing || inbox.size() >= receiving.bufferSize) {
-    if (refusing || !receiving.allowOverruns) {
-      refusing = true;
-      auto why = streamOpened
-          ? kj::str("the receiver ", self.toString(), " does not keep up: its stream buffer of ",
-                    receiving.bufferSize, " items is full")
-          : kj::str("the receiver ", self.toString(), " never opened its stream and its "
-                    "context buffer of ", receiving.bufferSize, " items is full");
-      TRACTOR_LOG(WARNING, "stream overrun by ", peerId.toString(), ": ", why);
-      boxError(results.initRefused(),
-               streamOverrun(self, peerId, kj::str(why, "; ", items.size(),
-                                                   " items from ", peerId.toString(),
-                                                   " were refused")),
-               self);
-      return;
-    }
+  // Without overruns allowed, the items that fit in the buffer are taken and the rest refused
+  // (and every later batch, so that the receiver never sees a gap); with them, a full buffer
+  // holds the acknowledgement back, which stalls the sender.
+  size_t taken = items.size();
+  if (refusing || !receiving.allowOverruns) {
+    size_t room = refusing || inbox.size() >= receiving.bufferSize
+                      ? 0 : receiving.bufferSize - inbox.size();
+    taken = kj::min(room, items.size());
+  } else if (inbox.size() >= receiving.bufferSize) {
     auto paf = kj::newPromiseAndFulfiller<void>();
     stalledSenders.add(kj::mv(paf.fulfiller));
     stall = kj::mv(paf.promise);
   }
   auto type = incomingItemType();
-  for (auto item: items) {
-    auto accepted = acceptIncoming(PayloadKind::ITEM, type, item);
+  for (uint i = 0; i < taken; ++i) {
+    auto accepted = acceptIncoming(PayloadKind::ITEM, type, items[i]);
     KJ_SWITCH_ONEOF(accepted) {
       KJ_CASE_ONEOF(value, Value) {
         inbox.push_back(kj::mv(value));
@@ -576,6 +698,20 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
     }
   }
   wakeReceiver();
+  if (taken < items.size()) {
+    refusing = true;
+    auto why = streamOpened
+        ? kj::str("the receiver ", self.toString(), " does not keep up: its stream buffer of ",
+                  receiving.bufferSize, " items is full")
+        : kj::str("the receiver ", self.toString(), " never opened its stream and its "
+                  "context buffer of ", receiving.bufferSize, " items is full");
+    TRACTOR_LOG(WARNING, "stream overrun by ", peerId.toString(), ": ", why);
+    auto overrun = streamOverrun(self, peerId, kj::str(why, "; ", items.size() - taken,
+                                                       " items from ", peerId.toString(),
+                                                       " were refused"));
+    boxError(results.initRefused(), overrun, self);
+    refusedPeer(kj::mv(overrun));
+  }
 }
 
 void Context::peerStopped() {
@@ -683,9 +819,8 @@ void Context::flush() {
         [this](capnp::Response<schema::ContextPeer::SendResults>&& response) {
           --batchesInFlight;
           if (response.hasRefused()) {
-            if (sendError == nullptr) sendError = unboxError(response.getRefused());
-            // A MsgTypeError ends the dialogue: a receive waiting on this side raises it too.
-            if (typeError() != nullptr) wakeReceiver();
+            // An overrun or a MsgTypeError: this side learns it wherever it waits.
+            peerRefused(unboxError(response.getRefused()));
           } else if (response.hasWindow()) {
             peerReceiving = windowOptions(response.getWindow());
           }
@@ -748,51 +883,90 @@ Context& MsgStream::context() { return ctx; }
 // =======================================================================================
 // The two sides' runners
 
+namespace {
+
+kj::Promise<kj::Maybe<kj::Exception>> errorOf(kj::Promise<void> promise) {
+  return promise.then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
+                      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
+}
+
+}  // namespace
+
 Task<void> runCallerBody(Context& c, kj::Function<kj::Promise<void>(Context&, Value)>& block) {
-  Value first = co_await c.whenStarted();
-  auto body = kj::evalNow([&]() {
-    TaskScope::Enter inContext(*c.taskScope);
-    return block(c, kj::mv(first));
-  });
-  auto blockError = co_await kj::mv(body)
-                        .exclusiveJoin(c.whenFailed())
-                        .then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
-                              [](kj::Exception&& e) -> kj::Maybe<kj::Exception> {
-                                return kj::mv(e);
-                              });
+  kj::Maybe<Value> started;
+  auto startError = co_await errorOf(
+      c.whenStarted().then([&started](Value&& value) { started = kj::mv(value); }));
+  KJ_IF_MAYBE(e, startError) {
+    // The dialogue ended before the block could run (the callee failed first, this side refused
+    // its first value): the same exit, with nothing to interrupt.
+    co_await c.exitScope(kj::mv(*e));
+    co_return;
+  }
+  Value first = kj::mv(KJ_ASSERT_NONNULL(started));
+  // The block runs in a cancel scope of its own, inside the context's: the dialogue's end (and a
+  // refusal of its items) interrupts it wherever it awaits, a shielded section first finishing.
+  auto scope = kj::refcounted<CancelScope>(*c.taskScope);
+  c.blockScope = *scope;
+  KJ_DEFER(c.blockScope = nullptr);
+  auto abandoned = [self = c.self.clone(), peer = c.peerId.clone()]() {
+    return contextCancelled(self, self, kj::str("the scope of the context with ", peer, " in ",
+                                                self, " was cancelled"));
+  };
+  auto body = scope->run([&]() { return block(c, kj::mv(first)); }, kj::mv(abandoned));
+  auto blockError = co_await errorOf(kj::mv(body));
+  c.blockScope = nullptr;
   co_await c.exitScope(kj::mv(blockError));
 }
 
 Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
                             kj::Function<kj::Promise<void>(Context&, Value)> block) {
-  auto& c = *ctx;
-  KJ_DEFER(c.endScope());
-  // Owned by the context, so `c` outlives it.
-  c.call = call.then([]() {},
-                     [&c](kj::Exception&& e) { c.setOutcome(transportError(e, c.peerId)); })
-               .eagerlyEvaluate(nullptr);
-  auto error = co_await kj::Promise<void>(runCallerBody(c, block)).then(
-      []() -> kj::Maybe<kj::Exception> { return nullptr; },
-      [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
-  KJ_IF_MAYBE(e, error) {
-    if (c.typeRefusal != nullptr) {
-      // This side refused a payload: the callee learns it from its next message's answer, and
-      // ends with the relayed MsgTypeError. Give it that chance before cancelling its task.
-      co_await c.awaitCallee();
+  struct Exit {
+    // If the runner is destroyed before the scope's exit ran (the enclosing scope was
+    // cancelled), the exit happens under the shield keeper instead: whoever dropped the scope
+    // waits for it (ShieldKeeper::collect()).
+    kj::Own<Context> ctx;
+    ~Exit() noexcept(false) {
+      if (ctx.get() == nullptr) return;
+      auto& c = *ctx;
+      (void)shield(kj::Promise<void>(c.abandonedExitTask()).attach(kj::mv(ctx)));
     }
+  };
+  auto& c = *ctx;
+  Exit exit{kj::addRef(c)};
+  // Owned by the context, so `c` outlives it. The call returns once the callee's outcome was
+  // delivered; it fails when the connection is lost.
+  c.call = call.then([&c]() { c.markCalleeEnded(); },
+                     [&c](kj::Exception&& e) {
+                       c.setOutcome(transportError(e, c.peerId));
+                       c.markCalleeEnded();
+                     })
+               .eagerlyEvaluate(nullptr);
+  auto error = co_await errorOf(runCallerBody(c, block));
+  exit.ctx = nullptr;
+  c.endScope();
+  KJ_IF_MAYBE(e, error) {
     kj::throwFatalException(kj::mv(*e));
   }
 }
 
-kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Client caller,
+kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> task,
+                                   schema::ContextPeer::Client caller,
                                    kj::Function<kj::Promise<Value>(Context&)> start) {
   auto& c = *ctx;
   c.peerCap = caller;
-  auto task = c.taskCanceler.wrap(kj::evalNow([&]() {
-    TaskScope::Enter inContext(*c.taskScope);
-    return start(c);
-  }));
-  return task
+  auto& scope = *task;
+  c.task = kj::mv(task);
+  auto abandoned = [self = c.self.clone(), peer = c.peerId.clone()]() {
+    return contextCancelled(self, peer, kj::str("the context task in ", self, " was cancelled: ",
+                                                "its caller ", peer, " went away"));
+  };
+  auto result = scope.run(
+      [&]() {
+        TaskScope::Enter inContext(*c.taskScope);
+        return start(c);
+      },
+      kj::mv(abandoned));
+  return result
       .then([start = kj::mv(start)](Value&& v) -> Context::Outcome { return kj::mv(v); },
             [](kj::Exception&& e) -> Context::Outcome { return kj::mv(e); })
       .then([ctx = kj::mv(ctx), caller = kj::mv(caller)](Context::Outcome&& outcome) mutable {
@@ -834,6 +1008,10 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Cl
               TRACTOR_LOG(DEBUG, "the outcome of a context was not delivered: ",
                           e.getDescription());
             });
+        // A cancel request waiting for the task's end is answered after the outcome, on the same
+        // connection: the caller has the outcome first.
+        ctx->outcomeSent = true;
+        fulfillAll(ctx->endWaiters);
         return shield(delivered.exclusiveJoin(kj::mv(tooSlow)));
       });
 }

@@ -79,6 +79,7 @@
 #include "kj-runtime/errors.h"
 #include "kj-runtime/payload.h"
 #include "kj-runtime/revoker.h"
+#include "kj-runtime/task-group.h"
 #include "kj-runtime/typed.h"
 #include "schema/actor.capnp.h"
 
@@ -88,7 +89,15 @@ constexpr uint DEFAULT_MSG_BUFFER_SIZE = 64;
 // Items a context or stream receiver queues before a further batch overruns it (tractor's
 // `Actor.msg_buffer_size`).
 constexpr kj::Duration CONTEXT_CANCEL_TIMEOUT = 616 * kj::MILLISECONDS;
-// How long the caller's `Context::cancel()` waits for the callee to acknowledge.
+// How long the caller's `Context::cancel()` waits for the callee to acknowledge (its task has
+// ended by then).
+constexpr kj::Duration CANCEL_HARD_TIMEOUT = 5 * kj::SECONDS;
+// How long a caller that asked for a cancellation waits for the callee's task to end, at most:
+// a shielded cleanup may take its time (tearing down a nursery of stuck children takes up to
+// 2.1 s), a task that ignores its cancellation longer is escalated.
+constexpr kj::Duration REFUSAL_TIMEOUT = 616 * kj::MILLISECONDS;
+// How long a receiver that refused items waits for the sender to end the dialogue before it
+// ends the dialogue itself.
 
 struct StreamOptions {
   // How the receiving side of a context or stream treats items that arrive faster than they are
@@ -184,9 +193,11 @@ public:
   enum class Side: uint8_t { CALLER, CALLEE };
 
   Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
-          StreamOptions peerReceiving = StreamOptions());
+          StreamOptions peerReceiving = StreamOptions(),
+          kj::Maybe<TaskScope&> enclosing = nullptr);
   // Made by the runtime. `receiving` applies to items from the peer; `peerReceiving` is how the
-  // peer receives, as far as known.
+  // peer receives, as far as known. `enclosing`: the scope this side's user code runs in (the
+  // callee's task), by default the one current now.
   ~Context() noexcept(false);
   KJ_DISALLOW_COPY(Context);
 
@@ -259,7 +270,7 @@ private:
                                      kj::Function<kj::Promise<void>(Context&, Value)> block);
   friend Task<void> runCallerBody(Context& c,
                                   kj::Function<kj::Promise<void>(Context&, Value)>& block);
-  friend kj::Promise<void> runCalleeContext(kj::Own<Context> ctx,
+  friend kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> task,
                                             schema::ContextPeer::Client caller,
                                             kj::Function<kj::Promise<Value>(Context&)> start);
   friend schema::ContextPeer::Client serveContext(Context& ctx);
@@ -319,12 +330,22 @@ private:
   kj::Maybe<Value> firstValue;
   // `started` arrived before anyone waited for it.
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> outcomeWaiters;
-  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> failureWatcher;
-  // Caller side: rejected when the dialogue ends with an error, to cancel the block.
-  kj::Canceler taskCanceler;
-  // Callee side: wraps the task, so that `cancel()` (from either side) ends it.
+  kj::Maybe<CancelScope&> blockScope;
+  // Caller side: the block's scope while it runs; the dialogue's end interrupts it.
+  kj::Maybe<kj::Own<CancelScope>> task;
+  // Callee side: the task's scope; `cancel()` (from either side) ends it.
   kj::Maybe<kj::Promise<void>> call;
   // Caller side: the `openContext` call; dropping it cancels the callee's task.
+  kj::Maybe<schema::Actor::Client> calleeActor;
+  // Caller side: the callee's actor, for liveness probes and escalation.
+  bool calleeEnded = false;
+  // Caller side: the callee's task is known to be over (its outcome arrived, or the call ended).
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> calleeEndWaiters;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> endWaiters;
+  // Callee side: cancel requests, answered once the task ended and its outcome was sent.
+  bool outcomeSent = false;
+  kj::Maybe<kj::Promise<void>> refusalTimer;
+  // After this side refused the peer's items: ends the dialogue if the peer does not.
 
   bool oneWayConsumer = false;
   // Caller side of `Portal::openStreamFrom()`: closing the stream cancels the producer.
@@ -362,8 +383,17 @@ private:
 
   kj::Promise<Value> whenStarted();
   kj::Promise<void> whenFinished();
-  kj::Promise<void> whenFailed();
   void setOutcome(Outcome outcome);
+  void interrupt(kj::Exception reason);
+  // Ends this side's user code with `reason` wherever it awaits: the caller's block, the
+  // callee's task (a shielded section first finishes).
+  void peerRefused(kj::Exception error);
+  // The peer refused this side's items (StreamOverrun, MsgTypeError): the dialogue is over.
+  void refusedPeer(kj::Exception error);
+  void markCalleeEnded();
+  kj::Promise<void> whenCalleeEnded();
+  // This side refused the peer's items: the peer should end the dialogue; if it does not within
+  // REFUSAL_TIMEOUT, this side does.
   void peerStarted(Value value, schema::ContextPeer::Client callee,
                    schema::ReceiveWindow::Reader window);
   void deliver(capnp::List<schema::Value>::Reader items,
@@ -371,11 +401,21 @@ private:
   void peerStopped();
   void cancelTask(const ActorId& requester, kj::StringPtr who);
   void endScope();
-  kj::Promise<void> awaitCallee();
-  // Caller side: waits (at most CONTEXT_CANCEL_TIMEOUT) for the callee's task to end.
+  kj::Promise<void> whenTaskEnded();
+  // Callee side: resolves once the task ended and its outcome was sent.
   bool isOwnCancel(const kj::Exception& e) const;
-  bool isRequestedHere(const kj::Exception& e) const;
+  bool isOutcome(const kj::Exception& e) const;
+  // True when `e` is the error the dialogue ended with (a copy of it).
   Task<void> exitScope(kj::Maybe<kj::Exception> blockError);
+  Task<void> endCallee();
+  // Caller side: makes sure the callee's task is over before the scope ends: asks it to cancel
+  // unless it ended, then waits for its outcome (bounded).
+  kj::Promise<void> awaitOutcome(bool bounded);
+  // Caller side: waits for the callee's outcome while its actor answers liveness probes, and if
+  // `bounded` (a cancellation was asked for) at most CANCEL_HARD_TIMEOUT; past that the
+  // dialogue ends with ActorTooSlowError and the callee's actor is asked to cancel.
+  Task<void> abandonedExitTask();
+  // The caller's scope was dropped from outside: the same end under the shield keeper.
   kj::Exception notOpen(kj::StringPtr what) const;
   schema::ContextPeer::Client serve();
 };
@@ -392,10 +432,12 @@ Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
 // outcome rules. `call` is the sent `openContext` request (its completion, or its failure when
 // the connection is lost).
 
-kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, schema::ContextPeer::Client caller,
+kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> task,
+                                   schema::ContextPeer::Client caller,
                                    kj::Function<kj::Promise<Value>(Context&)> start);
-// The callee's side: runs the task `start` begins (the context function) and delivers its
-// outcome to `caller`. Dropping the promise cancels the task.
+// The callee's side: runs the task `start` begins (the context function) in `task` and delivers
+// its outcome to `caller`. Dropping the promise abandons the task (it is cancelled, and ends
+// under the shield keeper).
 
 schema::ContextPeer::Client serveContext(Context& ctx);
 // The capability through which the peer talks to `ctx` (passed in `openContext` / `started`).

@@ -20,6 +20,9 @@ TaskScope::TaskScope(const void* kind): kind_(kind) {
   if (_::currentTaskScope != nullptr) parent_ = kj::addRef(*_::currentTaskScope);
 }
 
+TaskScope::TaskScope(const void* kind, TaskScope& parent)
+    : kind_(kind), parent_(kj::addRef(parent)) {}
+
 TaskScope::~TaskScope() noexcept(false) {}
 
 kj::Maybe<TaskScope&> TaskScope::parent() const {

@@ -77,7 +77,10 @@ class TaskScope: public kj::Refcounted {
   // cleanup), so a scope must not refer to objects that may be gone by then without checking.
 public:
   explicit TaskScope(const void* kind);
-  // `kind` tells the subclasses apart: the address of a static object of the subclass.
+  // `kind` tells the subclasses apart: the address of a static object of the subclass. The
+  // parent is the scope current now.
+  TaskScope(const void* kind, TaskScope& parent);
+  // With an explicit parent.
   virtual ~TaskScope() noexcept(false);
   KJ_DISALLOW_COPY(TaskScope);
 

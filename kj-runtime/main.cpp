@@ -131,7 +131,11 @@ RootResult runRoot(RootOptions options, kj::Function<kj::Promise<void>()> rootFn
     result.error = kj::mv(*e);
     return result;
   }
-  auto body = actor.wrapTask(kj::evalNow([&]() { return rootFn(); }))
+  auto body = actor.runTask([&]() { return rootFn(); },
+                            [&actor]() {
+                              return contextCancelled(actor.id(), actor.id(),
+                                                      "the root function was stopped");
+                            })
                   .then([]() { return 0; });
   if (options.handleSignals) {
     // A signal drops the root function: its nurseries hand their children to the shield keeper,

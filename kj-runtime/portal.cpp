@@ -34,6 +34,29 @@ kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
 
 namespace {
 
+Task<void> probeUntilUnresponsive(schema::Actor::Client actor, kj::Timer& timer) {
+  for (;;) {
+    co_await timer.afterDelay(LIVENESS_INTERVAL);
+    auto reply = actor.getIdRequest().send().then(
+        [](capnp::Response<schema::Actor::GetIdResults>&&) { return true; },
+        [](kj::Exception&&) { return false; });
+    kj::Maybe<bool> answered = co_await moveOnAfter(timer, LIVENESS_TIMEOUT, kj::mv(reply));
+    KJ_IF_MAYBE(a, answered) {
+      if (!*a) co_await kj::Promise<void>(kj::NEVER_DONE);
+    } else {
+      co_return;
+    }
+  }
+}
+
+}  // namespace
+
+kj::Promise<void> whenUnresponsive(schema::Actor::Client actor, kj::Timer& timer) {
+  return probeUntilUnresponsive(kj::mv(actor), timer);
+}
+
+namespace {
+
 kj::Promise<Value> outcomeValue(schema::Outcome::Reader outcome, const ActorId& peer) {
   // A value nested beyond the limits fails here, where it is read.
   return kj::evalNow([&]() -> kj::Promise<Value> {
@@ -104,6 +127,7 @@ kj::Promise<void> Portal::openContextWith(
   auto ctx = kj::refcounted<Context>(Context::Side::CALLER, actor.id().clone(), state->id.clone(),
                                      kj::mv(receiving));
   ctx->setSpec(kj::mv(spec));
+  ctx->calleeActor = state->capability;
   request.setCaller(serveContext(*ctx));
   return runCallerContext(kj::mv(ctx), request.send().ignoreResult(), kj::mv(block));
 }
@@ -140,7 +164,9 @@ kj::Promise<bool> Portal::cancelActor(kj::Duration timeout, bool raiseOnTimeout)
         TRACTOR_LOG(WARNING, message);
         return false;
       });
-  return acked.exclusiveJoin(kj::mv(tooSlow));
+  // Shielded (as tractor's): a scope interrupted meanwhile (the cancellation ends a context this
+  // scope has with that actor) still learns whether the actor acknowledged.
+  return shield(acked.exclusiveJoin(kj::mv(tooSlow)));
 }
 
 }  // namespace tractor

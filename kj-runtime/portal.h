@@ -132,6 +132,7 @@ public:
                                 bool raiseOnTimeout = false);
   // Asks the remote actor runtime to cancel all its tasks and shut down. Every context open
   // with it (from any actor) ends with a ContextCancelled naming this actor as the canceller.
+  // The wait is shielded: a scope that this cancellation interrupts still gets the answer.
 
   template <typename Interface>
   typename Interface::Client bootstrap();
@@ -223,6 +224,14 @@ public:
   }
   Portal& operator=(Portal&&) = default;
 };
+
+constexpr kj::Duration LIVENESS_INTERVAL = 1 * kj::SECONDS;
+constexpr kj::Duration LIVENESS_TIMEOUT = 5 * kj::SECONDS;
+kj::Promise<void> whenUnresponsive(schema::Actor::Client actor, kj::Timer& timer);
+// Probes `actor` (a cheap call its event loop answers) every LIVENESS_INTERVAL, and resolves once
+// a probe is not answered within LIVENESS_TIMEOUT: its loop is blocked or it is hung. Never
+// resolves once the connection is gone (that is reported where it is noticed). How a caller
+// bounds a wait on a peer that may run for long: as long as the peer is alive.
 
 kj::Exception transportError(const kj::Exception& e, const ActorId& peer);
 // The error a caller sees when the connection to `peer` failed under a call: DISCONNECTED

@@ -2,6 +2,8 @@
 
 #include "kj-runtime/task-group.h"
 
+#include <kj/debug.h>
+
 namespace tractor {
 
 namespace {
@@ -139,6 +141,217 @@ kj::Exception _::notStartedError(kj::StringPtr why) {
 }
 
 // =======================================================================================
+// Cleanup collection and cancel scopes
+
+class _::CleanupCollector final: public kj::Refcounted {
+  // One `ShieldKeeper::collect()`: counts the shielded work that began during its drop.
+public:
+  size_t pending = 0;
+  bool closed = false;
+  // The drop is over: no more work joins.
+  kj::Maybe<kj::Exception> firstError;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> fulfiller;
+
+  void settleIfDone() {
+    if (!closed || pending > 0) return;
+    KJ_IF_MAYBE(f, fulfiller) {
+      KJ_IF_MAYBE(e, firstError) {
+        (*f)->reject(kj::cp(*e));
+      } else {
+        (*f)->fulfill();
+      }
+      fulfiller = nullptr;
+    }
+  }
+};
+
+_::CleanupWatch::CleanupWatch(kj::Vector<kj::Own<CleanupCollector>> collectors)
+    : collectors(kj::mv(collectors)) {
+  for (auto& c: this->collectors) ++c->pending;
+}
+
+_::CleanupWatch::~CleanupWatch() noexcept(false) {
+  for (auto& c: collectors) {
+    --c->pending;
+    c->settleIfDone();
+  }
+}
+
+void _::CleanupWatch::orphaned(kj::Exception&& error) {
+  if (collectors.empty()) {
+    orphanedShieldFailed(kj::mv(error));
+    return;
+  }
+  for (auto& c: collectors) {
+    if (c->firstError == nullptr) c->firstError = kj::cp(error);
+  }
+}
+
+_::ShieldHold::ShieldHold() {
+  kj::Maybe<TaskScope&> scope = TaskScope::current();
+  while (scope != nullptr) {
+    auto& s = KJ_ASSERT_NONNULL(scope);
+    if (s.kind() == &CancelScope::KIND) {
+      auto& cancelScope = static_cast<CancelScope&>(s);
+      ++cancelScope.shields;
+      held.add(kj::addRef(cancelScope));
+    }
+    scope = s.parent();
+  }
+}
+
+_::ShieldHold::~ShieldHold() noexcept(false) {
+  for (auto& scope: held) scope->release();
+}
+
+const char CancelScope::KIND = 0;
+
+CancelScope::CancelScope(): TaskScope(&KIND) { adopt(); }
+
+CancelScope::CancelScope(TaskScope& parent): TaskScope(&KIND, parent) { adopt(); }
+
+CancelScope::~CancelScope() noexcept(false) {
+  KJ_IF_MAYBE(e, enclosing_) {
+    if (link.isLinked()) e->children.remove(*this);
+  }
+}
+
+void CancelScope::adopt() {
+  kj::Maybe<TaskScope&> scope = parent();
+  while (scope != nullptr) {
+    auto& s = KJ_ASSERT_NONNULL(scope);
+    if (s.kind() == &KIND) {
+      auto& e = static_cast<CancelScope&>(s);
+      enclosing_ = e;
+      e.children.add(*this);
+      // Made inside a scope that is being cancelled: cancelled too.
+      KJ_IF_MAYBE(r, e.reason) {
+        reason = kj::cp(*r);
+      }
+      return;
+    }
+    scope = s.parent();
+  }
+}
+
+kj::Maybe<CancelScope&> CancelScope::enclosing() const {
+  KJ_IF_MAYBE(e, enclosing_) {
+    return *e;
+  }
+  return nullptr;
+}
+
+kj::Maybe<const kj::Exception&> CancelScope::cancelReason() const {
+  KJ_IF_MAYBE(r, reason) {
+    return *r;
+  }
+  return nullptr;
+}
+
+void CancelScope::cancel(kj::Exception why) {
+  if (reason == nullptr) reason = kj::mv(why);
+  auto& r = KJ_ASSERT_NONNULL(reason);
+  for (auto& child: children) child.cancel(kj::cp(r));
+  if (state == State::RUNNING && shields == 0) scheduleDrop();
+}
+
+void CancelScope::scheduleDrop() {
+  if (dropScheduled || state != State::RUNNING) return;
+  dropScheduled = true;
+  // Detached, holding the scope: the drop replaces `pending`, which must not be the promise
+  // running it.
+  kj::evalLater([self = kj::addRef(*this)]() mutable { self->drop(); })
+      .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "cancel scope: drop failed", e); });
+}
+
+void CancelScope::drop() {
+  dropScheduled = false;
+  if (state != State::RUNNING || shields > 0) return;  // ended meanwhile, or shielded again
+  // The task's frames hold this scope too: keep it alive while they are destroyed.
+  auto self = kj::addRef(*this);
+  dropped = true;
+  state = State::CLEANING;
+  kj::Promise<void> cleanup = nullptr;
+  KJ_IF_MAYBE(keeper, ShieldKeeper::tryCurrent()) {
+    cleanup = keeper->collect([this]() { task = nullptr; });
+  } else {
+    task = nullptr;
+    cleanup = kj::READY_NOW;
+  }
+  pending = cleanup
+                .then([this]() { settle(nullptr); },
+                      [this](kj::Exception&& e) { settle(kj::mv(e)); })
+                .eagerlyEvaluate(nullptr);
+}
+
+void CancelScope::settle(kj::Maybe<kj::Exception> cleanupError) {
+  // The dropped task's cleanup is over: report the first real error it raised, else the reason.
+  state = State::DONE;
+  KJ_IF_MAYBE(e, cleanupError) {
+    if (abandonedTask) abandonedError = kj::cp(*e);
+    if (result->isWaiting()) result->reject(kj::mv(*e));
+  } else {
+    if (result->isWaiting()) result->reject(kj::cp(KJ_ASSERT_NONNULL(reason)));
+  }
+  auto waiting = kj::mv(doneWaiters);
+  for (auto& w: waiting) w->fulfill();
+}
+
+void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
+  // The task ended by itself (called from its own continuation: `task` is released later).
+  state = State::DONE;
+  KJ_IF_MAYBE(e, error) {
+    bool isReason = false;
+    KJ_IF_MAYBE(r, reason) {
+      isReason = r->getDescription() == e->getDescription();
+    }
+    if (abandonedTask && !isReason) abandonedError = kj::cp(*e);
+  }
+  kj::evalLater([self = kj::addRef(*this)]() mutable { self->task = nullptr; })
+      .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "cancel scope: release failed", e); });
+  auto waiting = kj::mv(doneWaiters);
+  for (auto& w: waiting) w->fulfill();
+}
+
+void CancelScope::release() {
+  KJ_ASSERT(shields > 0);
+  if (--shields == 0 && reason != nullptr) scheduleDrop();
+}
+
+void CancelScope::resultDropped() {
+  // Nobody awaits the task any more. If it still runs it is abandoned: cancelled, and kept by
+  // the shield keeper until it ended.
+  if ((state != State::RUNNING && state != State::CLEANING) || abandonedTask) return;
+  abandonedTask = true;
+  cancel(abandoned());
+  KJ_IF_MAYBE(keeper, ShieldKeeper::tryCurrent()) {
+    keeper->keepAbandoned(kj::addRef(*this));
+  }
+}
+
+kj::Promise<void> CancelScope::whenDone() {
+  if (state != State::RUNNING && state != State::CLEANING) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  doneWaiters.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> CancelScope::whenNestedDone() {
+  kj::Vector<kj::Promise<void>> all;
+  for (auto& child: children) all.add(child.whenDone().attach(kj::addRef(child)));
+  return kj::joinPromises(all.releaseAsArray());
+}
+
+kj::Promise<void> CancelScope::whenSettled() {
+  return whenDone().then([this]() -> kj::Promise<void> {
+    KJ_IF_MAYBE(e, abandonedError) {
+      return kj::cp(*e);
+    }
+    return kj::READY_NOW;
+  });
+}
+
+// =======================================================================================
 // Shielded cleanup
 
 ShieldKeeper::ShieldKeeper()
@@ -170,6 +383,55 @@ kj::Promise<void> ShieldKeeper::drain() {
   auto paf = kj::newPromiseAndFulfiller<void>();
   drainers.add(kj::mv(paf.fulfiller));
   return kj::mv(paf.promise);
+}
+
+kj::Maybe<ShieldKeeper&> ShieldKeeper::tryCurrent() {
+  if (threadKeeper == nullptr) return nullptr;
+  return *threadKeeper;
+}
+
+kj::Own<_::CleanupWatch> ShieldKeeper::watch() {
+  kj::Vector<kj::Own<_::CleanupCollector>> active;
+  for (auto c: collectors) active.add(kj::addRef(*c));
+  return kj::heap<_::CleanupWatch>(kj::mv(active));
+}
+
+kj::Promise<void> ShieldKeeper::collect(kj::FunctionParam<void()> drop) {
+  auto collector = kj::refcounted<_::CleanupCollector>();
+  collectors.add(collector.get());
+  {
+    // Outside every task scope: cleanup set off here holds back no cancellation of its own.
+    TaskScope* saved = _::currentTaskScope;
+    _::currentTaskScope = nullptr;
+    KJ_DEFER({
+      _::currentTaskScope = saved;
+      collectors.removeLast();
+    });
+    drop();
+  }
+  collector->closed = true;
+  if (collector->pending == 0) {
+    KJ_IF_MAYBE(e, collector->firstError) {
+      return kj::mv(*e);
+    }
+    return kj::READY_NOW;
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  collector->fulfiller = kj::mv(paf.fulfiller);
+  return paf.promise.attach(kj::mv(collector));
+}
+
+void ShieldKeeper::keepAbandoned(kj::Own<CancelScope> scope) {
+  auto w = watch();
+  auto& watcher = *w;
+  auto& s = *scope;
+  keep(s.whenSettled()
+           .catch_([&watcher](kj::Exception&& e) { watcher.orphaned(kj::mv(e)); })
+           .attach(kj::mv(w), kj::defer([&s]() {
+                     // Destroyed unfinished (the keeper goes away): the task goes too.
+                     if (s.state == CancelScope::State::RUNNING) s.task = nullptr;
+                   }),
+                   kj::mv(scope)));
 }
 
 ShieldKeeper& ShieldKeeper::current() {
@@ -214,16 +476,18 @@ kj::Promise<void> shield(kj::Promise<void> cleanup) {
   auto& keeper = ShieldKeeper::current();
   auto paf = kj::newPromiseAndFulfiller<void>();
   auto& fulfiller = *paf.fulfiller;
+  auto watch = keeper.watch();
+  auto& w = *watch;
   // As in the template in the header: the fulfiller lives as long as the callbacks using it.
   keeper.keep(cleanup.then(
       [&fulfiller]() { fulfiller.fulfill(); },
-      [&fulfiller](kj::Exception&& exception) {
+      [&fulfiller, &w](kj::Exception&& exception) {
         if (fulfiller.isWaiting()) {
           fulfiller.reject(kj::mv(exception));
         } else {
-          _::orphanedShieldFailed(kj::mv(exception));
+          w.orphaned(kj::mv(exception));
         }
-      }).attach(kj::mv(paf.fulfiller)));
+      }).attach(kj::mv(paf.fulfiller), kj::heap<_::ShieldHold>(), kj::mv(watch)));
   return kj::mv(paf.promise);
 }
 

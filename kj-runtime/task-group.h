@@ -5,6 +5,17 @@
 // its locals and whatever it is awaiting). A task group never destroys a task from inside that
 // task's own frame or from inside its own TaskSet's callbacks: cancellation is delivered in an
 // event-loop turn of its own, so a task may safely cancel the group it belongs to.
+//
+// A `CancelScope` is trio's cancel scope for one task, and what the actor runtime runs every task
+// of a peer in (a function call, a context's two sides, a nursery's block). Cancelling it keeps
+// trio's promises where plain dropping cannot:
+// - A shielded section (`shield()`) holds back the cancellation of every scope it runs in: the
+//   task is destroyed only once no shield is held, at its next suspension, so the code after a
+//   shielded cleanup still runs (and may raise the real error it was cleaning up after).
+// - Dropping the task sets cleanup off (destructors of the scopes it held hand their teardown to
+//   the shield keeper): the scope waits for that cleanup before it reports the cancellation, and
+//   a real error the cleanup raises is reported instead. So nothing a cancelled task started
+//   outlives the scope's end, and no real error is lost because its task was cancelled.
 
 #pragma once
 
@@ -12,6 +23,8 @@
 
 #include <kj/async.h>
 #include <kj/debug.h>
+#include <kj/function.h>
+#include <kj/list.h>
 #include <kj/time.h>
 #include <kj/timer.h>
 #include <kj/vector.h>
@@ -25,7 +38,29 @@ template <typename Func>
 class TaskGroupHolder;
 template <typename T, typename Func>
 class StartedTask;
+class ShieldHold;
+class CleanupCollector;
+class CleanupWatch;
+
+template <typename T>
+struct PromisedType_ {
+  using Type = T;
+};
+template <typename T>
+struct PromisedType_<kj::Promise<T>> {
+  using Type = T;
+};
+template <typename T>
+struct PromisedType_<Task<T>> {
+  using Type = T;
+};
+template <typename T>
+using PromisedType = typename PromisedType_<std::decay_t<T>>::Type;
+// T, for a function returning kj::Promise<T> or Task<T>.
 }  // namespace _
+
+class ShieldKeeper;
+class CancelScope;
 
 template <typename T>
 class TaskStatus {
@@ -195,9 +230,21 @@ public:
   size_t pending() const { return count; }
   // The number of shielded operations still running.
 
+  kj::Promise<void> collect(kj::FunctionParam<void()> drop);
+  // Runs `drop()` (which destroys promises: cancels work) outside any task scope, and returns a
+  // promise for the cleanup that set off: it resolves once every piece of work shielded during
+  // `drop()` has finished, and rejects with the first error of such work that nobody awaited any
+  // more (an error of cleanup whose awaiter was among the dropped). `CancelScope` drops its task
+  // this way.
+
+  static kj::Maybe<ShieldKeeper&> tryCurrent();
+  // The keeper installed on this thread, if any.
+
 private:
   size_t count = 0;
   bool destroying = false;
+  kj::Vector<_::CleanupCollector*> collectors;
+  // Active `collect()` calls, innermost last: work shielded now is reported to each.
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> drainers;
   kj::Own<kj::TaskSet> tasks;
   // Held by pointer so that the destructor can cancel the work while the keeper is still
@@ -206,12 +253,18 @@ private:
   static ShieldKeeper& current();
   // The keeper installed on this thread; KJ_REQUIRE failure if there is none.
   void keep(kj::Promise<void> work);
+  kj::Own<_::CleanupWatch> watch();
+  // What a piece of shielded work reports its end and its orphaned error to: the collectors
+  // active now.
+  void keepAbandoned(kj::Own<CancelScope> scope);
+  // Keeps an abandoned scope until its task ended (see CancelScope).
   void settle();
   void taskFailed(kj::Exception&& exception) override;
 
   friend kj::Promise<void> shield(kj::Promise<void> cleanup);
   template <typename T>
   friend kj::Promise<T> shield(kj::Promise<T> cleanup);
+  friend class CancelScope;
 };
 
 kj::Promise<void> shield(kj::Promise<void> cleanup);
@@ -219,11 +272,103 @@ template <typename T>
 kj::Promise<T> shield(kj::Promise<T> cleanup);
 // Shields `cleanup` from cancellation (trio's `CancelScope(shield=True)` for cleanup code): the
 // work is handed to this thread's ShieldKeeper, which runs it to completion whatever happens to
-// the returned promise. While the returned promise is alive it receives the work's value or
-// error; once it is dropped (the awaiting scope was cancelled) the work continues on its own and
-// an error from it is logged with KJ_LOG(ERROR). Requires a ShieldKeeper on this thread
-// (KJ_REQUIRE). A coroutine passed here must take its parameters by value: its caller's frame
-// may be gone before it finishes.
+// the returned promise. Until it is done, every `CancelScope` the calling Task coroutine runs in
+// holds its cancellation back (see CancelScope), so the awaiter normally gets the work's value
+// or error. If the returned promise is dropped anyway (by anything but a CancelScope), the work
+// continues on its own; an error from it then goes to the cleanup collector of whoever dropped
+// it (`ShieldKeeper::collect()`), or is logged with KJ_LOG(ERROR) if there is none. Requires a
+// ShieldKeeper on this thread (KJ_REQUIRE). A coroutine passed here must take its parameters by
+// value: its caller's frame may be gone before it finishes.
+
+class CancelScope final: public TaskScope {
+  // One cancellable task: trio's cancel scope around a task, on KJ promises (see the file
+  // comment). `run(start)` starts the task inside the scope, so that every Task coroutine it
+  // starts runs in it; `cancel(reason)` ends it:
+  //
+  //     auto scope = kj::refcounted<CancelScope>();
+  //     kj::Promise<Value> result = scope->run([&]() { return work(); }, abandoned);
+  //     scope->cancel(contextCancelled(...));   // the result rejects with the reason
+  //
+  // - The task is destroyed in a later turn (never inside the code that cancels), and only once
+  //   no shield is held in it or in any scope nested inside it; until then it runs on. If it ends
+  //   by itself meanwhile, its own outcome is the result (the cancellation is not delivered, as
+  //   in trio when no checkpoint follows).
+  // - Destroying the task sets off cleanup (nested scopes' teardown under the shield keeper): the
+  //   result is settled once that finished, with the first real error of the cleanup if there
+  //   was one, else with the cancellation's reason.
+  // - Scopes nest: a scope made while another is current is its child, and cancelling a scope
+  //   cancels its children first. A scope with no task of its own (an actor's) only does that.
+  // - Dropping the result promise while the task runs abandons it: the task is cancelled with
+  //   the reason `abandoned()` gives, and the shield keeper keeps it until it ended; an error it
+  //   then ends with goes to the cleanup collector of the drop (or the log).
+  //
+  // Refcounted: the owner, the result promise and the coroutine frames of the task (which inherit
+  // it as their task scope) share it.
+public:
+  static const char KIND;
+  CancelScope();
+  // A child of the innermost CancelScope current now, if any.
+  explicit CancelScope(TaskScope& parent);
+  // Nested in `parent` (and a child of the innermost CancelScope around it).
+  ~CancelScope() noexcept(false);
+
+  template <typename Func>
+  auto run(Func&& start, kj::Function<kj::Exception()> abandoned)
+      -> kj::Promise<_::PromisedType<std::invoke_result_t<Func&>>>;
+  // Calls `start()` inside this scope (once per scope) and returns the task's outcome (see the
+  // class comment). `start` returns a `kj::Promise<T>` or a `Task<T>`.
+
+  void cancel(kj::Exception reason);
+  // Cancels the task and every nested scope. The first reason stands; later calls only cancel
+  // scopes nested since.
+  bool cancelCalled() const { return reason != nullptr; }
+  kj::Maybe<const kj::Exception&> cancelReason() const;
+  bool cancelledCaught() const { return dropped; }
+  // True once the task was cut off by a cancellation, rather than ending by itself.
+
+  kj::Promise<void> whenDone();
+  // Resolves once the task ended (by itself, or cancelled and its cleanup finished); at once if
+  // the scope never ran one. Never rejects.
+  kj::Promise<void> whenNestedDone();
+  // Resolves once the task of every scope nested in this one now has ended.
+
+  kj::Maybe<CancelScope&> enclosing() const;
+  // The innermost CancelScope this one is nested in.
+
+private:
+  enum class State: uint8_t { IDLE, RUNNING, CLEANING, DONE };
+  // CLEANING: the task was dropped and the cleanup that set off is still running.
+  State state = State::IDLE;
+  bool dropped = false;
+  bool abandonedTask = false;
+  bool dropScheduled = false;
+  kj::uint shields = 0;
+  // Shields held in this scope or any nested one.
+  kj::Maybe<kj::Exception> reason;
+  kj::Maybe<kj::Exception> abandonedError;
+  kj::Function<kj::Exception()> abandoned;
+  kj::Own<kj::PromiseRejector> result;
+  kj::Maybe<kj::Promise<void>> task;
+  kj::Maybe<kj::Promise<void>> pending;
+  // The scheduled drop, or the release of a finished task.
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> doneWaiters;
+  kj::Maybe<CancelScope&> enclosing_;
+  kj::ListLink<CancelScope> link;
+  kj::List<CancelScope, &CancelScope::link> children;
+
+  void adopt();
+  void ended(kj::Maybe<const kj::Exception&> error);
+  void scheduleDrop();
+  void drop();
+  void settle(kj::Maybe<kj::Exception> error);
+  void resultDropped();
+  void release();
+  // A shield nested in this scope ended.
+  kj::Promise<void> whenSettled();
+
+  friend class _::ShieldHold;
+  friend class ShieldKeeper;
+};
 
 // =======================================================================================
 // Inline implementation details
@@ -252,6 +397,33 @@ private:
 
 kj::Exception tooSlowError(kj::Duration timeout);
 // The exception `failAfter` raises.
+
+class ShieldHold {
+  // Holds back the cancellation of every CancelScope the current code runs in, while it lives.
+public:
+  ShieldHold();
+  ~ShieldHold() noexcept(false);
+  KJ_DISALLOW_COPY(ShieldHold);
+
+private:
+  kj::Vector<kj::Own<CancelScope>> held;
+};
+
+class CleanupWatch {
+  // Attached to one piece of shielded work: reports its end (when destroyed) and an error nobody
+  // awaited to the collectors that were active when it was shielded.
+public:
+  explicit CleanupWatch(kj::Vector<kj::Own<CleanupCollector>> collectors);
+  ~CleanupWatch() noexcept(false);
+  KJ_DISALLOW_COPY(CleanupWatch);
+
+  void orphaned(kj::Exception&& error);
+  // The work failed after its awaiter was gone.
+
+private:
+  kj::Vector<kj::Own<CleanupCollector>> collectors;
+};
+
 
 kj::Exception notStartedError(kj::StringPtr why);
 // The `tractor::TaskNotStarted` error of `startAndWait()`.
@@ -337,18 +509,66 @@ kj::Promise<T> shield(kj::Promise<T> cleanup) {
   auto& keeper = ShieldKeeper::current();
   auto paf = kj::newPromiseAndFulfiller<T>();
   auto& fulfiller = *paf.fulfiller;
+  auto watch = keeper.watch();
+  auto& w = *watch;
   // The fulfiller is attached to the work, so it lives as long as the callbacks that use it. Once
-  // the returned promise is dropped, fulfilling it does nothing and `isWaiting()` is false.
+  // the returned promise is dropped, fulfilling it does nothing and `isWaiting()` is false. The
+  // hold is released when the work is done (the watch, which says so, after it).
   keeper.keep(cleanup.then(
       [&fulfiller](T&& value) { fulfiller.fulfill(kj::mv(value)); },
-      [&fulfiller](kj::Exception&& exception) {
+      [&fulfiller, &w](kj::Exception&& exception) {
         if (fulfiller.isWaiting()) {
           fulfiller.reject(kj::mv(exception));
         } else {
-          _::orphanedShieldFailed(kj::mv(exception));
+          w.orphaned(kj::mv(exception));
         }
-      }).attach(kj::mv(paf.fulfiller)));
+      }).attach(kj::mv(paf.fulfiller), kj::heap<_::ShieldHold>(), kj::mv(watch)));
   return kj::mv(paf.promise);
+}
+
+template <typename Func>
+auto CancelScope::run(Func&& start, kj::Function<kj::Exception()> abandonedReason)
+    -> kj::Promise<_::PromisedType<std::invoke_result_t<Func&>>> {
+  using T = _::PromisedType<std::invoke_result_t<Func&>>;
+  KJ_REQUIRE(state == State::IDLE, "a CancelScope runs one task");
+  abandoned = kj::mv(abandonedReason);
+  auto paf = kj::newPromiseAndFulfiller<T>();
+  auto& fulfiller = *paf.fulfiller;
+  result = kj::mv(paf.fulfiller);
+  kj::Promise<T> work = nullptr;
+  {
+    TaskScope::Enter inScope(*this);
+    work = kj::evalNow([&]() -> kj::Promise<T> { return start(); });
+  }
+  state = State::RUNNING;
+  KJ_IF_MAYBE(r, reason) {
+    // Cancelled before it began: it ends at its first suspension.
+    (void)r;
+    scheduleDrop();
+  }
+  if constexpr (std::is_void_v<T>) {
+    task = work.then([this, &fulfiller]() {
+                  ended(nullptr);
+                  fulfiller.fulfill();
+                },
+                [this, &fulfiller](kj::Exception&& e) {
+                  ended(e);
+                  fulfiller.reject(kj::mv(e));
+                })
+               .eagerlyEvaluate(nullptr);
+  } else {
+    task = work.then([this, &fulfiller](T&& value) {
+                  ended(nullptr);
+                  fulfiller.fulfill(kj::mv(value));
+                },
+                [this, &fulfiller](kj::Exception&& e) {
+                  ended(e);
+                  fulfiller.reject(kj::mv(e));
+                })
+               .eagerlyEvaluate(nullptr);
+  }
+  return paf.promise.attach(
+      kj::defer([self = kj::addRef(*this)]() mutable { self->resultDropped(); }));
 }
 
 }  // namespace tractor

@@ -64,8 +64,11 @@ ActorNursery::~ActorNursery() noexcept(false) {}
 
 void ActorNursery::endScope() {
   // Dropped before its scope finished (the enclosing task was cancelled): hand every child's
-  // teardown to the actor's shield keeper so that it still completes.
+  // teardown to the actor's shield keeper so that it still completes, and whoever dropped the
+  // scope waits for it (ShieldKeeper::collect()). Errors the nursery recorded but could not
+  // raise are the teardown's outcome: no real error is lost because its scope was cancelled.
   closing = true;
+  kj::Vector<kj::Promise<void>> teardowns;
   for (auto& child: children) {
     child->forget();
     if (child->teardown == nullptr && !child->closing) {
@@ -74,10 +77,70 @@ void ActorNursery::endScope() {
       child->teardown = toPromise(kj::mv(work)).fork();
     }
     KJ_IF_MAYBE(t, child->teardown) {
-      // Dropping what shield() returns leaves the work running in the keeper.
-      (void)shield(t->addBranch());
+      if (!raised) teardowns.add(t->addBranch());
     }
   }
+  if (raised || (teardowns.empty() && errors.empty())) return;
+  raised = true;
+  // Dropping what shield() returns leaves the work running in the keeper.
+  (void)shield(kj::joinPromises(teardowns.releaseAsArray())
+                   .then([error = outcome()]() mutable -> kj::Promise<void> {
+                     KJ_IF_MAYBE(e, error) {
+                       return kj::mv(*e);
+                     }
+                     return kj::READY_NOW;
+                   }));
+}
+
+void ActorNursery::fail() {
+  if (failing) return;
+  failing = true;
+  cancelledCaught_ = true;
+  failedAt = Actor::current().timer().now();
+  // The block is cut off at once (a shielded section in it first finishes), and no child is
+  // spawned from now on: one-cancels-all is eager.
+  if (blockScope.get() != nullptr) {
+    auto& self = Actor::current().id();
+    blockScope->cancel(contextCancelled(self, self, "the nursery's block was cancelled: a "
+                                                    "failure in the nursery"));
+  }
+  if (failFulfiller->isWaiting()) failFulfiller->fulfill();
+}
+
+void ActorNursery::blockFailed(kj::Exception&& error) {
+  // The block's own error. One that is a runInActor child's failure raised again (from
+  // `waitForResult()`) counts as that child's; anything else tears every child down at once.
+  KJ_IF_MAYBE(r, RemoteActorError::from(error)) {
+    for (auto& child: children) {
+      if (child->hasMainTask && child->id.uuid == r->src.uuid) {
+        errors.add(kj::mv(error));
+        fail();
+        return;
+      }
+    }
+  }
+  TRACTOR_LOG(RUNTIME, "nursery block failed: ", error.getDescription());
+  kj::Vector<kj::Exception> all;
+  all.add(kj::mv(error));
+  for (auto& other: errors) all.add(kj::mv(other));
+  errors = kj::mv(all);
+  immediate = true;
+  fail();
+}
+
+kj::Maybe<kj::Exception> ActorNursery::outcome() {
+  // One error for each failure: the block raising a child's error again is that failure.
+  kj::Vector<kj::Exception> distinct;
+  for (auto& e: errors) {
+    bool seen = false;
+    for (auto& d: distinct) seen = seen || d.getDescription() == e.getDescription();
+    if (!seen) distinct.add(kj::mv(e));
+  }
+  errors.clear();
+  if (distinct.size() == 0) return nullptr;
+  if (distinct.size() == 1) return kj::mv(distinct[0]);
+  auto& self = Actor::current().id();
+  return errorGroup(self, kj::str(distinct.size(), " errors in the nursery of ", self), distinct);
 }
 
 void ActorNursery::childFailed(kj::Exception&& error) {
@@ -87,7 +150,7 @@ void ActorNursery::childFailed(kj::Exception&& error) {
   }
   TRACTOR_LOG(RUNTIME, "child failed: ", error.getDescription());
   errors.add(kj::mv(error));
-  if (failFulfiller->isWaiting()) failFulfiller->fulfill();
+  fail();
 }
 
 void ActorNursery::reportExit(Child& c) {
@@ -135,7 +198,7 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
                                            kj::Maybe<schema::Call::Reader> mainTask) {
   // Bad options are refused before a process exists.
   validateActorName(name);
-  KJ_REQUIRE(!closing, "this nursery is closing: no new actors can be started in it");
+  KJ_REQUIRE(!closing && !failing, "this nursery is closing: no new actors can be started in it");
   for (auto& m: options.enableModules) {
     KJ_REQUIRE(moduleExists(m), "cannot enable a module with no functions registered "
                "(TRACTOR_EXPOSE) in this executable", m);
@@ -279,12 +342,17 @@ kj::Promise<void> ActorNursery::teardownAll(bool hardKill) {
 kj::Promise<void> ActorNursery::cancel(bool hardKill) {
   cancelCalled_ = true;
   cancelledCaught_ = true;
+  immediate = true;
   TRACTOR_LOG(RUNTIME, "nursery cancelling ", children.size(), " children");
   return teardownAll(hardKill);
 }
 
 kj::Promise<void> ActorNursery::collectResults() {
-  // Every runInActor child's result, concurrently; a failure ends the wait (one-cancels-all).
+  // Every runInActor child's result (each failure is recorded by the child's watch). Once a
+  // failure happened, only those that end within FAILURE_GRACE of it are waited for (none when
+  // the block failed or `cancel()` was called): a child's own failure counts whether it came
+  // before the teardown or during it, and siblings failing at nearly the same time are all
+  // reported, while one that runs on is cancelled.
   kj::Vector<kj::Promise<void>> results;
   for (auto& child: children) {
     if (!child->closing) {
@@ -293,33 +361,52 @@ kj::Promise<void> ActorNursery::collectResults() {
       }
     }
   }
-  return kj::joinPromises(results.releaseAsArray()).exclusiveJoin(failed.addBranch());
+  auto all = kj::joinPromises(results.releaseAsArray()).fork();
+  return all.addBranch()
+      .exclusiveJoin(failed.addBranch())
+      .then([this, all = kj::mv(all)]() mutable -> kj::Promise<void> {
+        if (!failing || immediate) return kj::READY_NOW;
+        auto& timer = Actor::current().timer();
+        auto left = failedAt + FAILURE_GRACE - timer.now();
+        if (left <= 0 * kj::SECONDS) return kj::READY_NOW;
+        return moveOnAfter(timer, left, all.addBranch()).ignoreResult();
+      });
 }
 
-kj::Promise<void> ActorNursery::supervise(kj::Promise<void> block) {
-  // The block races the children's failures: a failure (recorded in `errors`) fulfills `failed`
-  // and so cancels the block, as it ends the wait for the results.
-  return block.exclusiveJoin(failed.addBranch())
-      .then([this]() { return collectResults(); })
-      .then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
-            [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); })
+kj::Promise<void> ActorNursery::supervise(kj::Function<kj::Promise<void>()> block) {
+  // The block runs in a cancel scope of its own, nested in the scope the nursery was opened in:
+  // a failure (recorded in `errors`) cuts it off, as it ends the wait for the results.
+  auto& self = Actor::current().id();
+  blockScope = kj::refcounted<CancelScope>();
+  auto body = blockScope->run(
+      [&]() { return block(); },
+      [id = self.clone()]() {
+        return contextCancelled(id, id, "the scope around a nursery was cancelled");
+      });
+  return body.then([]() -> kj::Maybe<kj::Exception> { return nullptr; },
+                   [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); })
       .then([this](kj::Maybe<kj::Exception>&& blockError) {
         KJ_IF_MAYBE(e, blockError) {
-          // The block's own error comes first.
-          kj::Vector<kj::Exception> all;
-          all.add(kj::mv(*e));
-          for (auto& other: errors) all.add(kj::mv(other));
-          errors = kj::mv(all);
+          // Cut off by a failure: the reason is no error of its own, but a real error of the
+          // cleanup the cut set off is.
+          KJ_IF_MAYBE(reason, blockScope->cancelReason()) {
+            if (blockScope->cancelledCaught() &&
+                reason->getDescription() == e->getDescription()) {
+              return collectResults();
+            }
+          }
+          blockFailed(kj::mv(*e));
         }
-        if (errors.size() > 0) cancelledCaught_ = true;
-        return teardownAll(false);
+        return collectResults();
       })
+      .then([this]() { return teardownAll(false); })
       .then([this]() -> kj::Promise<void> {
         for (auto& child: children) child->forget();
-        if (errors.size() == 0) return kj::READY_NOW;
-        if (errors.size() == 1) return kj::mv(errors[0]);
-        auto& self = Actor::current().id();
-        return errorGroup(self, kj::str(errors.size(), " errors in the nursery of ", self), errors);
+        raised = true;
+        KJ_IF_MAYBE(e, outcome()) {
+          return kj::mv(*e);
+        }
+        return kj::READY_NOW;
       });
 }
 
@@ -331,9 +418,10 @@ Task<bool> exitsWithin(ActorNursery::Child& child, kj::Duration timeout) {
 
 Task<void> climbTeardownLadder(kj::Own<ActorNursery::Child> child, bool hardKill) {
   auto name = child->id.toString();
+  bool acked = false;
   if (!hardKill && !child->process->hasExited()) {
     KJ_IF_MAYBE(portal, child->portal) {
-      bool acked = co_await portal->cancelActor();
+      acked = co_await portal->cancelActor();
       TRACTOR_LOG(RUNTIME, "cancel of ", name, acked ? " acknowledged" : " not acknowledged");
     }
   }
@@ -343,6 +431,15 @@ Task<void> climbTeardownLadder(kj::Own<ActorNursery::Child> child, bool hardKill
   if (hardKill) {
     TRACTOR_LOG(RUNTIME, "hard-killing ", name);
     child->process->signal(SIGKILL);
+  } else if (!acked && !child->process->hasExited()) {
+    // It did not answer: its loop is blocked or it is hung, and closing the connection will not
+    // reach it either.
+    TRACTOR_LOG(WARNING, name, " did not acknowledge its cancellation: sending SIGTERM");
+    child->process->signal(SIGTERM);
+    if (!co_await exitsWithin(*child, TERM_TIMEOUT)) {
+      TRACTOR_LOG(WARNING, name, " ignored SIGTERM for ", TERM_TIMEOUT, ": sending SIGKILL");
+      child->process->signal(SIGKILL);
+    }
   } else if (!co_await exitsWithin(*child, EXIT_TIMEOUT)) {
     TRACTOR_LOG(WARNING, name, " did not exit ", EXIT_TIMEOUT, " after its connection closed: "
                 "sending SIGTERM");

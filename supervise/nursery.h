@@ -32,6 +32,10 @@ constexpr kj::Duration EXIT_TIMEOUT = 1 * kj::SECONDS;
 constexpr kj::Duration TERM_TIMEOUT = 1600 * kj::MILLISECONDS;
 // How long a child has to exit after SIGTERM, before SIGKILL.
 
+constexpr kj::Duration FAILURE_GRACE = 1 * kj::SECONDS;
+// After a child's failure, how long the `runInActor` children still running have to end on
+// their own (their failures join the group) before they are cancelled.
+
 constexpr kj::StringPtr ACTOR_FAILURE = "tractor::ActorFailure"_kj;
 // A child process ended without being asked to.
 
@@ -72,7 +76,7 @@ public:
   ActorNursery();
   ~ActorNursery() noexcept(false);
   KJ_DISALLOW_COPY(ActorNursery);
-  kj::Promise<void> supervise(kj::Promise<void> block);
+  kj::Promise<void> supervise(kj::Function<kj::Promise<void>()> block);
   void endScope();
   // The scope's promise is gone (done, or dropped because the enclosing scope was cancelled):
   // any child still running is handed, with its teardown, to the actor's shield keeper.
@@ -82,9 +86,19 @@ public:
 private:
   kj::Vector<kj::Own<Child>> children;
   kj::Vector<kj::Exception> errors;
+  // The block's own error first, then the children's, in the order they failed.
   kj::Own<kj::PromiseFulfiller<void>> failFulfiller;
   kj::ForkedPromise<void> failed;
+  kj::Own<CancelScope> blockScope;
+  // The block's task: cut off at the first failure.
+  kj::TimePoint failedAt = kj::origin<kj::TimePoint>();
+  bool failing = false;
+  // A failure happened: no child is spawned any more, and the block is cut off.
+  bool immediate = false;
+  // The failure was the block's own (or `cancel()`): no grace for the children.
   bool closing = false;
+  // The teardown began: an exit is expected from then on, cancellations are no failures.
+  bool raised = false;
   bool cancelCalled_ = false;
   bool cancelledCaught_ = false;
 
@@ -93,6 +107,11 @@ private:
   kj::Promise<Portal> spawnNow(kj::StringPtr name, ActorOptions options,
                                kj::Maybe<schema::Call::Reader> mainTask);
   void childFailed(kj::Exception&& error);
+  void blockFailed(kj::Exception&& error);
+  void fail();
+  // The first failure: cuts the block off and ends the wait for results (see FAILURE_GRACE).
+  kj::Maybe<kj::Exception> outcome();
+  // What the scope raises: nothing, the one error, or an ErrorGroup of all of them.
   void reportExit(Child& child);
   void reportBrokenConnection(Child& child);
   // A child whose connection broke (a malformed or oversized frame either way, a protocol
@@ -110,10 +129,10 @@ kj::Promise<void> openNursery(Func&& block) {
   auto holder = kj::heap<std::decay_t<Func>>(kj::fwd<Func>(block));
   auto& n = *nursery;
   auto& fn = *holder;
-  kj::Promise<void> body = kj::evalNow([&]() -> kj::Promise<void> { return fn(n); });
   // Destroyed after the promise chain that uses them: the callable, then the scope's end.
   auto ended = kj::defer([nursery = kj::mv(nursery)]() mutable { nursery->endScope(); });
-  return n.supervise(kj::mv(body)).attach(kj::mv(ended), kj::mv(holder));
+  return n.supervise([&fn, &n]() -> kj::Promise<void> { return fn(n); })
+      .attach(kj::mv(ended), kj::mv(holder));
 }
 
 // =======================================================================================

@@ -758,6 +758,184 @@ TEST_CASE("task group startAndWait of a task cancelled before started raises Tas
   CHECK(probe.cancelled());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cancel scopes
+
+kj::Exception cancelled(kj::StringPtr why) { return KJ_EXCEPTION(FAILED, "cancelled", why); }
+
+void advanceInSteps(ManualTime& time, kj::Duration total) {
+  // Timers that a timer's callback sets fire in the same span.
+  for (kj::Duration passed = 0 * MS; passed < total; passed += 10 * MS) time.advance(10 * MS);
+}
+
+kj::Function<kj::Exception()> abandonedReason() {
+  return []() { return KJ_EXCEPTION(FAILED, "abandoned"); };
+}
+
+struct DestructorCleanup {
+  // Lives in a task's frame: when destroyed (the task was dropped), it shields a cleanup that
+  // takes 20 ms and then, if asked, fails.
+  kj::Timer& timer;
+  bool fail;
+  CleanupProbe& probe;
+  ~DestructorCleanup() noexcept(false) {
+    auto work = cleanUpSlowly(timer, probe);
+    kj::Promise<void> cleanup = fail ? toPromise(kj::mv(work)).then([]() -> kj::Promise<void> {
+      return KJ_EXCEPTION(FAILED, "cleanup broke");
+    })
+                                     : toPromise(kj::mv(work));
+    (void)shield(kj::mv(cleanup));
+  }
+};
+
+Task<void> sleepWithCleanup(kj::Timer& timer, CleanupProbe& cleanup, bool fail) {
+  DestructorCleanup onDrop{timer, fail, cleanup};
+  co_await timer.afterDelay(1000 * MS);
+}
+
+Task<int> failAfterShieldedCleanup(kj::Timer& timer, CleanupProbe& cleanup) {
+  co_await timer.afterDelay(5 * MS);
+  co_await shield(cleanUpSlowly(timer, cleanup));
+  // Runs even though the scope was cancelled during the shielded section.
+  KJ_FAIL_REQUIRE("the real error after the cleanup");
+}
+
+TEST_CASE("cancel scope cancel drops the task in a later turn and raises the reason") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  Probe probe;
+  auto scope = kj::refcounted<CancelScope>();
+  kj::Promise<void> result = scope->run([&]() { return sleeper(time.timer, 10 * MS, probe); },
+                                        abandonedReason());
+  scope->cancel(cancelled("by the test"));
+  CHECK(scope->cancelCalled());
+  CHECK(!probe.cancelled());
+  time.waitScope.poll();
+  CHECK(probe.cancelled());
+  CHECK(scope->cancelledCaught());
+  KJ_IF_MAYBE(e, time.outcome(result)) {
+    CHECK(mentions(*e, "by the test"));
+  } else {
+    FAIL("no error");
+  }
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("cancel scope a shield holds the cancellation back and the real error wins") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  CleanupProbe cleanup;
+  auto scope = kj::refcounted<CancelScope>();
+  kj::Promise<int> result =
+      scope->run([&]() { return failAfterShieldedCleanup(time.timer, cleanup); },
+                 abandonedReason());
+  time.advance(5 * MS);
+  CHECK(cleanup.started);
+  scope->cancel(cancelled("during the cleanup"));
+  time.advance(60 * MS);
+  CHECK(cleanup.midway);
+  CHECK(!result.poll(time.waitScope));
+  time.advance(50 * MS);
+  CHECK(cleanup.finished);
+  CHECK(!scope->cancelledCaught());
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { result.wait(time.waitScope); })) {
+    CHECK(mentions(*e, "the real error after the cleanup"));
+  } else {
+    FAIL("no error");
+  }
+}
+
+TEST_CASE("cancel scope waits for the cleanup its drop sets off and raises its error") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  for (bool fail: {false, true}) {
+    CleanupProbe cleanup;
+    auto scope = kj::refcounted<CancelScope>();
+    kj::Promise<void> result = scope->run(
+        [&]() { return sleepWithCleanup(time.timer, cleanup, fail); }, abandonedReason());
+    time.advance(1 * MS);
+    scope->cancel(cancelled("by the test"));
+    time.waitScope.poll();
+    CHECK(cleanup.started);
+    CHECK(!result.poll(time.waitScope));
+    advanceInSteps(time, 100 * MS);
+    CHECK(cleanup.finished);
+    KJ_IF_MAYBE(e, time.outcome(result)) {
+      CHECK(mentions(*e, fail ? "cleanup broke"_kj : "by the test"_kj));
+    } else {
+      FAIL("no error");
+    }
+  }
+  CHECK(time.timerIdle());
+}
+
+TEST_CASE("cancel scope cancelling a scope cancels the scopes nested in it") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  Probe inner;
+  auto outer = kj::refcounted<CancelScope>();
+  kj::Promise<void> innerResult = nullptr;
+  kj::Promise<void> outerResult = outer->run(
+      [&]() -> kj::Promise<void> {
+        auto nested = kj::refcounted<CancelScope>();
+        CHECK(&KJ_ASSERT_NONNULL(nested->enclosing()) == outer.get());
+        innerResult = nested->run([&]() { return sleeper(time.timer, 10 * MS, inner); },
+                                  abandonedReason());
+        return kj::NEVER_DONE;
+      },
+      abandonedReason());
+  outer->cancel(cancelled("outer"));
+  time.waitScope.poll();
+  CHECK(inner.cancelled());
+  KJ_IF_MAYBE(e, time.outcome(innerResult)) {
+    CHECK(mentions(*e, "outer"));
+  } else {
+    FAIL("the nested scope was not cancelled");
+  }
+  CHECK(time.outcome(outerResult) != nullptr);
+}
+
+TEST_CASE("cancel scope an abandoned task is cancelled and kept until it ended") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  CleanupProbe cleanup;
+  auto scope = kj::refcounted<CancelScope>();
+  {
+    kj::Promise<int> result =
+        scope->run([&]() { return failAfterShieldedCleanup(time.timer, cleanup); },
+                   abandonedReason());
+    time.advance(5 * MS);
+  }
+  // Abandoned inside its shielded section: it goes on, and its error goes to whoever dropped it
+  // (here: nobody collects, so it is logged).
+  LogCapture log;
+  CHECK(scope->cancelCalled());
+  CHECK(keeper.pending() >= 1);
+  advanceInSteps(time, 200 * MS);
+  CHECK(cleanup.finished);
+  CHECK(keeper.pending() == 0);
+  CHECK(log.contains("the real error after the cleanup"));
+}
+
+TEST_CASE("shield keeper collect reports the cleanup a drop sets off") {
+  ManualTime time;
+  ShieldKeeper keeper;
+  CleanupProbe cleanup;
+  kj::Maybe<kj::Promise<void>> task = kj::Promise<void>(sleepWithCleanup(time.timer, cleanup, true));
+  time.waitScope.poll();
+  kj::Promise<void> collected = keeper.collect([&]() { task = nullptr; });
+  CHECK(cleanup.started);
+  CHECK(!collected.poll(time.waitScope));
+  advanceInSteps(time, 100 * MS);
+  KJ_IF_MAYBE(e, time.outcome(collected)) {
+    CHECK(mentions(*e, "cleanup broke"));
+  } else {
+    FAIL("the cleanup's error was not collected");
+  }
+  // A drop that sets nothing off is done at once.
+  CHECK(keeper.collect([]() {}).poll(time.waitScope));
+}
+
 }  // TEST_SUITE("unit")
 
 }  // namespace tractor

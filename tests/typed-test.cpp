@@ -32,6 +32,9 @@ int64_t liveCounters = 0;
 // CounterServer objects alive in this process.
 kj::String calleeSaw = kj::str();
 // What a callee's runtime call raised, for the test to ask afterwards (`seen()`).
+kj::Maybe<kj::Own<tractor::Context>> lastCallee;
+// The callee side of the last recording context: `seen()` reports the error it ended with (a
+// refusal interrupts the callee's task wherever it is, so the task itself cannot note it).
 
 class CounterServer final: public Counter::Server {
 public:
@@ -54,7 +57,20 @@ private:
 int64_t counters() { return liveCounters; }
 TRACTOR_EXPOSE(typed_test, counters);
 
-kj::String seen() { return kj::str(calleeSaw); }
+kj::String seen() {
+  // Forgets the context (which must not outlive the actor's event loop).
+  auto kept = kj::mv(lastCallee);
+  lastCallee = nullptr;
+  KJ_IF_MAYBE(c, kept) {
+    KJ_IF_MAYBE(o, (*c)->outcome()) {
+      if (o->is<kj::Exception>()) {
+        auto& e = o->get<kj::Exception>();
+        return kj::str(tractor::errorTypeName(e), ": ", e.getDescription());
+      }
+    }
+  }
+  return kj::str(calleeSaw);
+}
 TRACTOR_EXPOSE(typed_test, seen);
 
 void record(const kj::Exception& e) {
@@ -102,13 +118,9 @@ using OtherResult = DialogueSpec<Hello, Request, Reply, Other>;
 // hostile one) opens the context with.
 
 Task<Typed<Summary>> recordingEcho(CalleeContext<Session>& ctx, int64_t offset) {
-  // `echo`, noting what it raised for `seen()`.
-  try {
-    co_return co_await echo(ctx, offset);
-  } catch (const kj::Exception& e) {
-    record(e);
-    throw;
-  }
+  // `echo`, keeping its context for `seen()`.
+  lastCallee = ctx.untyped().addRef();
+  co_return co_await echo(ctx, offset);
 }
 TRACTOR_CONTEXT(typed_test, recordingEcho);
 
@@ -133,6 +145,7 @@ using Loose = DialogueSpec<Value, Value, Value, Value>;
 Task<Value> narrowing(CalleeContext<Loose>& ctx) {
   // Accepts anything, then only Requests while a limit is in scope, then anything again, then
   // only Requests once more; says "narrowed" / "widened" when it changed what it accepts.
+  lastCallee = ctx.untyped().addRef();
   co_await ctx.started(Value());
   try {
     co_await ctx.openStream([&](CalleeContext<Loose>::Stream& stream) -> Task<void> {
