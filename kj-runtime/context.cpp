@@ -912,7 +912,12 @@ Task<void> runCallerBody(Context& c, kj::Function<kj::Promise<void>(Context&, Va
     return contextCancelled(self, self, kj::str("the scope of the context with ", peer, " in ",
                                                 self, " was cancelled"));
   };
-  auto body = scope->run([&]() { return block(c, kj::mv(first)); }, kj::mv(abandoned));
+  auto body = scope->run(
+      [&]() {
+        // The block refers to its context: an abandoned block keeps it.
+        return block(c, kj::mv(first)).attach(kj::addRef(c));
+      },
+      kj::mv(abandoned));
   auto blockError = co_await errorOf(kj::mv(body));
   c.blockScope = nullptr;
   co_await c.exitScope(kj::mv(blockError));
@@ -963,7 +968,8 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> ta
   auto result = scope.run(
       [&]() {
         TaskScope::Enter inContext(*c.taskScope);
-        return start(c);
+        // The task refers to its context: an abandoned task keeps it.
+        return start(c).attach(kj::addRef(c));
       },
       kj::mv(abandoned));
   return result

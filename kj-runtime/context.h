@@ -28,30 +28,51 @@
 //       auto result = co_await ctx.waitForResult<int64_t>();
 //     });
 //
-// Outcome rules (as tractor's):
-// - A `ContextCancelled` this side asked for with `cancel()` is absorbed when the caller's scope
-//   exits; one asked for by anyone else (the callee itself, the callee's parent through
-//   `Portal::cancelActor()`, a third actor) is raised, and `RemoteActorError::canceller` names
-//   who asked.
-// - A real error from the callee is never masked by a cancellation that follows it.
-// - When the caller's block fails, the callee is cancelled and the block's error raised.
-// - When the dialogue ends with an error (the callee failed, it was cancelled at the request of
-//   another actor, the connection was lost), the caller's block is cancelled if it did not
-//   notice itself, and the error raised: a block never outlives its callee's failure. A
-//   cancellation this actor asked for (`cancel()`, `Portal::cancelActor()`) lets the block go
-//   on.
+// Outcome rules (tractor's, made exact; the tests in tests/context-test.cpp and
+// tests/scenarios-test.cpp are named after them):
+// - The dialogue ends with the callee's result or error. An error ends it for both sides: the
+//   caller's block is interrupted wherever it awaits (a `receive()` or `waitForResult()` in
+//   progress raises the error itself first), whoever asked for the end.
+// - A `ContextCancelled` this side asked for with `cancel()` (from any of its tasks) is absorbed
+//   when the caller's scope exits; one asked for by anyone else (the callee itself, this or
+//   another actor through `Portal::cancelActor()`, a third actor) is raised, and
+//   `RemoteActorError::canceller` names who asked.
+// - A real error from the callee is never masked by a cancellation that follows it: a callee
+//   whose cancellation arrives during a shielded cleanup finishes the cleanup and ends with the
+//   error it then raises.
+// - When the caller's block fails on its own (also while it handles a ContextCancelled), the
+//   callee is cancelled and the block's error raised: a real error of the caller's code wins
+//   over every cancellation, and the context keeps the callee's own outcome.
+// - A scope ends only once its callee's task has ended: after the block, the scope waits for the
+//   outcome while the callee's actor answers liveness probes (a long computation is fine, a hung
+//   actor is not); after a cancellation, at most CANCEL_HARD_TIMEOUT. Past either bound the
+//   dialogue ends with `tractor::ActorTooSlowError` and the callee's actor is asked to cancel
+//   (unless it is this actor's parent). A scope dropped from outside (its enclosing scope was
+//   cancelled) ends its callee the same way, under the shield keeper, and whoever dropped it
+//   waits for that: an error surfaces only after the remote tasks started under its scope ended.
+// - `openStream()` after this side's `cancel()` raises a ContextCancelled naming this actor
+//   (absorbed at the scope's exit); after the dialogue ended it raises the error that ended it.
 // - A lost connection ends the dialogue with `tractor::TransportClosed` on the side that
 //   notices, and cancels the callee's task.
+//
+// Deliberate differences from tractor: a context with the actor itself (`Actor::selfPortal()`,
+// `findActor()` of one's own name) works like any other, where tractor refuses it ("Invalid
+// Operation"); a cancellation is delivered at the task's next suspension point (every
+// `co_await` is one), so a callee that ends by itself before a cancellation arrives keeps its
+// own outcome.
 //
 // Streams have flow control: a sender keeps at most two batches of items in flight and
 // coalesces what it queues meanwhile into the next batch (a lone item goes out at once); a batch
 // holds at most half the receiver's buffer, so that a receiver that keeps up is never overrun,
-// or, when the receiver allows overruns, up to 128 KiB. A receiver
-// queues up to its buffer size; a batch arriving at a full buffer is refused with
-// `tractor::StreamOverrun`, raised at the sender's next send and naming the sender, unless the
-// receiver allows overruns: then it queues the batch and holds back its acknowledgement until
-// it has room again, which stalls the sender. Items that arrive before the receiver opened its
-// stream wait in the context's buffer under the same rule. Nothing is dropped silently.
+// or, when the receiver allows overruns, up to 128 KiB. A receiver queues up to its buffer size.
+// Without overruns allowed, the items of a batch that do not fit are refused with
+// `tractor::StreamOverrun` naming the sender (and every later batch, so that no gap is seen):
+// the refusal ends the dialogue, and the sender raises it wherever it awaits (its block or task
+// is interrupted). The receiver ends the dialogue itself if the sender did not within
+// REFUSAL_TIMEOUT. With overruns allowed, a full receiver holds back its acknowledgement, which
+// stalls the sender. Items that arrive before the receiver opened its stream wait in the
+// context's buffer under the same rule. Nothing is dropped silently. Closing a stream ends this
+// side's receiving too: a task of this actor waiting in `receive()` meets the end.
 //
 // Payload specs (typed.h, typed-context.h): a context may declare the struct type of its
 // started value, of the items in each direction and of its result. Each side checks what it
@@ -150,24 +171,28 @@ public:
   template <typename T>
   kj::Promise<void> send(const T& item) { return send(Value::of(item)); }
   // Queues `item` for the peer. Resolves at once unless the local send queue is full (then once
-  // it drained). Raises StreamOverrun if the peer refused an earlier batch, EndOfStream if the
-  // peer ended its side (or its task), StreamClosed after `close()`, TransportClosed when the
-  // connection is gone.
+  // it drained). A refusal of an item by the peer (StreamOverrun, MsgTypeError) interrupts this
+  // side wherever it is (see the file comment); a send after it raises it. Raises EndOfStream if
+  // the peer ended its side (or its task), StreamClosed after `close()`, TransportClosed when
+  // the connection is gone.
 
   kj::Promise<kj::Maybe<Value>> receive();
   template <typename T>
   kj::Promise<kj::Maybe<T>> receive();
   // The next item; null once the peer ended its side (closed its stream, or the callee's task
-  // returned); a further `receive()` raises EndOfStream. Raises the callee's error (or the
-  // ContextCancelled) when its task failed, after the items it sent before.
+  // returned) or this side closed the stream (also while this receive waited); a further
+  // `receive()` raises EndOfStream. Raises the callee's error (or the ContextCancelled) when its
+  // task failed, after the items it sent before.
 
   bool ended() const;
   // True once the peer ended its side (its stream closed, or its task finished).
 
   kj::Promise<void> close();
-  // Ends this side: waits until every queued item was accepted by the peer (raising
-  // StreamOverrun if one was refused), then tells the peer. Idempotent; `openStream()` calls it
-  // when its block returns.
+  // Ends this side: a receive waiting in another task meets the end; waits until every queued
+  // item was accepted by the peer (raising StreamOverrun if one was refused), then tells the
+  // peer. On the consumer side of `Portal::openStreamFrom()` it ends the one-way stream early:
+  // the producer is cancelled (and the cancellation absorbed). Idempotent; `openStream()` calls
+  // it when its block returns.
   bool closed() const;
 
   kj::Own<Subscription> subscribe();
@@ -216,20 +241,22 @@ public:
                                kj::Function<kj::Promise<void>(MsgStream&)> block);
   // Runs `block` with this side's stream, then closes it. Both sides open their stream to
   // exchange items. The callee must have called `started()` first; a stream is never reopened
-  // (ContextError). `options` apply to items arriving from the peer.
+  // (ContextError). After this side's `cancel()` it raises a ContextCancelled naming this
+  // actor; after the dialogue ended, the error that ended it. `options` apply to items arriving
+  // from the peer.
 
   kj::Promise<void> cancel(kj::Duration timeout = CONTEXT_CANCEL_TIMEOUT);
   // Caller side: asks the callee to cancel its task and waits (shielded, at most `timeout`) for
-  // the acknowledgement; the dialogue then ends with a ContextCancelled that names this actor
-  // as canceller, which the caller's scope absorbs. Callee side: cancels the callee's own task
-  // (at its next suspension point); the caller then raises the ContextCancelled. Never cancels
-  // the local caller's scope.
+  // the acknowledgement, which comes once the task has ended (its shielded cleanup done) and
+  // after its outcome; the dialogue then ends with a ContextCancelled that names this actor as
+  // canceller, which interrupts the block wherever it awaits and which the caller's scope
+  // absorbs. Callee side: cancels the callee's own task (at its next suspension point, once no
+  // shield is held); the caller then raises the ContextCancelled.
   bool cancelCalled() const { return cancelCalled_; }
   // True once `cancel()` was called on this side.
   kj::Maybe<const ActorId&> canceller() const;
-  // Who asked for the cancellation that ended this dialogue, if one did. On the caller side
-  // this is known once the outcome arrived (after `waitForResult()`), which may be after the
-  // acknowledgement `cancel()` waits for.
+  // Who asked for the cancellation that ended this dialogue, if one did (known once the outcome
+  // arrived).
 
   kj::Promise<Value> waitForResult();
   template <typename T>
@@ -244,9 +271,10 @@ public:
 
   kj::Own<Context> addRef() { return kj::addRef(*this); }
   // A handle that outlives the scope (the block's `Context&` does not), to inspect how the
-  // dialogue ended: `outcome()`, `cancelCalled()`, `canceller()`, `peer()`. Once the scope is
-  // over, `openStream()` raises the error that ended the dialogue (or ContextError if it ended
-  // with a result) and `waitForResult()` returns or raises the outcome as before.
+  // dialogue ended: `outcome()`, `cancelCalled()`, `canceller()`, `peer()`. The scope's exit
+  // always leaves an outcome. Once the scope is over, `openStream()` raises the error that
+  // ended the dialogue (or ContextError if it ended with a result) and `waitForResult()`
+  // returns or raises the outcome as before.
 
   void setSpec(PayloadSpec spec) { spec_ = kj::mv(spec); }
   const PayloadSpec& spec() const { return spec_; }

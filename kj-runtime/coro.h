@@ -32,9 +32,9 @@
 // once the caller's full-expression ends, unless the caller outlives the frame (as in the
 // runtime's callback-scoped APIs such as `openNursery(block)`, which keep `block` alive).
 //
-// Task-local scope: a coroutine inherits the `TaskScope` that was current where it was created
-// (trio's task context, Python's contextvars), and that scope is current again whenever its body
-// runs. The runtime makes a scope current around the code it starts (a context function, an
+// Task-local scope: a coroutine inherits the `TaskScope` that was current where it was started
+// (converted to a promise or awaited; trio's task context, Python's contextvars), and that scope
+// is current again whenever its body runs. The runtime makes a scope current around the code it starts (a context function, an
 // `openContext` block, a cancellable task), so every Task coroutine started from there finds it:
 // that is how `currentContext()` knows its context and how `shield()` knows which cancellation
 // it holds back. Plain `.then()` continuations inherit nothing.
@@ -69,7 +69,7 @@ constexpr unsigned MAX_EAGER_START_DEPTH = 32;
 // How many coroutine starts may nest on the machine stack before one is deferred to the loop.
 
 class TaskScope: public kj::Refcounted {
-  // A scope that Task coroutines run in: whatever was current where a coroutine was created is
+  // A scope that Task coroutines run in: whatever was current where a coroutine was started is
   // current whenever its body runs (see the file comment). Scopes nest: each one's parent is the
   // scope that was current when it was made. Subclasses say what a scope stands for (a context,
   // a cancel scope); `find<T>()` finds the innermost of a kind. Refcounted: a coroutine frame
@@ -130,7 +130,8 @@ struct IsPromise_<kj::Promise<T>>: std::true_type {};
 class CoroutineBase {
   // State shared by every Task coroutine's promise type, whatever its result type.
 public:
-  CoroutineBase() {
+  void adoptCurrentScope() {
+    // Called when the body is started: the scope current then is the coroutine's.
     if (currentTaskScope != nullptr) scope = kj::addRef(*currentTaskScope);
   }
 
@@ -151,7 +152,7 @@ public:
 private:
   kj::Maybe<kj::Promise<void>> retired;
   kj::Maybe<kj::Own<TaskScope>> scope;
-  // The scope current where the coroutine was created.
+  // The scope current where the coroutine was started.
 
   TaskScope* scopePtr() {
     KJ_IF_MAYBE(s, scope) {
@@ -231,7 +232,10 @@ public:
   PromiseAwaiter<U> await_transform(kj::Promise<U>& promise) = delete;
   // Await promises by value (`co_await kj::mv(p)`): awaiting consumes them.
 
-  void start(kj::PromiseFulfiller<T>& f) { fulfiller = &f; }
+  void start(kj::PromiseFulfiller<T>& f) {
+    fulfiller = &f;
+    adoptCurrentScope();
+  }
 
 protected:
   kj::PromiseFulfiller<T>* fulfiller = nullptr;

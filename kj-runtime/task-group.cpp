@@ -20,46 +20,77 @@ thread_local ShieldKeeper* threadKeeper = nullptr;
 // =======================================================================================
 // TaskGroup
 
-TaskGroup::TaskGroup(): cancelled(nullptr), tasks(*this) {
-  auto cancelPaf = kj::newPromiseAndFulfiller<void>();
-  cancelFulfiller = kj::mv(cancelPaf.fulfiller);
-  cancelled = cancelPaf.promise.fork();
+namespace {
+
+constexpr char GROUP_CANCELLED[] = "tractor::TaskGroupCancelled: the task group was cancelled";
+
+kj::Exception groupCancelled() {
+  return kj::Exception(kj::Exception::Type::FAILED, CXX_EXCEPTION_FILE, 0,
+                       kj::str(GROUP_CANCELLED));
+}
+
+kj::Function<kj::Exception()> groupDropped() {
+  return []() {
+    return kj::Exception(kj::Exception::Type::FAILED, CXX_EXCEPTION_FILE, 0,
+                         kj::str("tractor::TaskGroupCancelled: the task group was dropped"));
+  };
+}
+
+}  // namespace
+
+TaskGroup::TaskGroup(): scope(kj::refcounted<CancelScope>()), tasks(*this) {
   auto donePaf = kj::newPromiseAndFulfiller<void>();
   doneFulfiller = kj::mv(donePaf.fulfiller);
   done = kj::mv(donePaf.promise);
 }
 
 TaskGroup::~TaskGroup() noexcept(false) {
-  // The members are destroyed next, `tasks` first: the block and every child are dropped. A
-  // destructor running in one of them may still call `start()`; such a task is dropped too.
+  // Dropped: the block and every child go now, before what their frames refer to (the block's
+  // captures) does. A destructor running in one of them may still call `start()`; such a task
+  // is dropped too.
   cancelRequested = true;
+  scope->abortNested();
+}
+
+void TaskGroup::start(Task<void> task) {
+  startTask([&]() -> kj::Promise<void> { return kj::mv(task); });
 }
 
 void TaskGroup::start(kj::Promise<void> task) {
+  startTask([&]() { return kj::mv(task); });
+}
+
+void TaskGroup::startTask(kj::FunctionParam<kj::Promise<void>()> start) {
   KJ_REQUIRE(!closed, "TaskGroup::start(): the group has finished; no task can be started in it");
   if (cancelRequested) {
     // Dropped on return: the group is cancelled, so the task would be cancelled anyway.
+    kj::Promise<void> dropped = start();
     return;
   }
   ++running;
   ++outstanding;
-  add(kj::mv(task), false);
+  add(runInScope(start), false);
+}
+
+kj::Promise<void> TaskGroup::runInScope(kj::FunctionParam<kj::Promise<void>()> start) {
+  auto task = kj::refcounted<CancelScope>(static_cast<TaskScope&>(*scope));
+  return task->run([&]() { return start(); }, groupDropped());
 }
 
 void TaskGroup::cancel() {
   if (cancelRequested) return;
   cancelRequested = true;
-  // Only arms events: the tasks are dropped in later turns, when their branches of `cancelled`
-  // fire, so that a task calling `cancel()` is never destroyed while it runs.
-  cancelFulfiller->fulfill();
+  // Only schedules: the tasks are dropped in later turns, so that a task calling `cancel()` is
+  // never destroyed while it runs.
+  scope->cancel(groupCancelled());
 }
 
 void TaskGroup::openBlock() {
   ++outstanding;
 }
 
-kj::Promise<void> TaskGroup::join(kj::Promise<void> block) {
-  add(kj::mv(block), true);
+kj::Promise<void> TaskGroup::join(kj::FunctionParam<kj::Promise<void>()> block) {
+  add(runInScope(block), true);
   auto result = kj::mv(KJ_ASSERT_NONNULL(done, "TaskGroup::join() called twice"));
   done = nullptr;
   return result.then([this]() -> kj::Promise<void> {
@@ -71,13 +102,14 @@ kj::Promise<void> TaskGroup::join(kj::Promise<void> block) {
 }
 
 void TaskGroup::add(kj::Promise<void> task, bool isBlock) {
-  // A task cancelled by the group resolves normally: exclusiveJoin drops it when the branch of
-  // `cancelled` wins. The callbacks run inside the TaskSet's event: they only record state and
-  // arm events, never destroy anything.
-  tasks.add(task.exclusiveJoin(cancelled.addBranch())
-                .then([this, isBlock]() { finished(isBlock); },
+  // A task cut off by the group's cancellation ends with its reason, which is no failure; a real
+  // error of the cleanup its end set off is. The callbacks run inside the TaskSet's event: they
+  // only record state and arm events, never destroy anything.
+  tasks.add(task.then([this, isBlock]() { finished(isBlock); },
                       [this, isBlock](kj::Exception&& exception) {
-                        fail(kj::mv(exception));
+                        if (exception.getDescription() != GROUP_CANCELLED) {
+                          fail(kj::mv(exception));
+                        }
                         finished(isBlock);
                       }));
 }
@@ -342,6 +374,24 @@ kj::Promise<void> CancelScope::whenNestedDone() {
   return kj::joinPromises(all.releaseAsArray());
 }
 
+void CancelScope::abortNested() {
+  for (auto& child: children) {
+    child.abortNested();
+    if (child.state == State::RUNNING) {
+      auto self = kj::addRef(child);
+      child.state = State::DONE;
+      child.dropped = true;
+      child.task = nullptr;
+      if (child.result->isWaiting()) {
+        child.result->reject(child.reason == nullptr ? child.abandoned()
+                                                     : kj::cp(KJ_ASSERT_NONNULL(child.reason)));
+      }
+      auto waiting = kj::mv(child.doneWaiters);
+      for (auto& w: waiting) w->fulfill();
+    }
+  }
+}
+
 kj::Promise<void> CancelScope::whenSettled() {
   return whenDone().then([this]() -> kj::Promise<void> {
     KJ_IF_MAYBE(e, abandonedError) {
@@ -427,11 +477,10 @@ void ShieldKeeper::keepAbandoned(kj::Own<CancelScope> scope) {
   auto& s = *scope;
   keep(s.whenSettled()
            .catch_([&watcher](kj::Exception&& e) { watcher.orphaned(kj::mv(e)); })
-           .attach(kj::mv(w), kj::defer([&s]() {
+           .attach(kj::mv(w), kj::defer([scope = kj::mv(scope)]() mutable {
                      // Destroyed unfinished (the keeper goes away): the task goes too.
-                     if (s.state == CancelScope::State::RUNNING) s.task = nullptr;
-                   }),
-                   kj::mv(scope)));
+                     if (scope->state == CancelScope::State::RUNNING) scope->task = nullptr;
+                   })));
 }
 
 ShieldKeeper& ShieldKeeper::current() {

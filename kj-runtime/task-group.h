@@ -96,14 +96,17 @@ class TaskGroup final: private kj::TaskSet::ErrorHandler {
   //
   // Ownership: the group lives in heap state owned by the promise `openTaskGroup` returns; the
   // reference handed to the block is valid until that promise resolves or is dropped, which
-  // outlasts the block and every child. Child tasks are owned by the group: they are cancelled
-  // (destroyed) when the group is cancelled, fails, or is dropped.
+  // outlasts the block and every child. Child tasks are owned by the group.
   //
-  // Failure: the first error (from the block or a child) is recorded, every other task is
-  // cancelled, and the group's promise is rejected with that error once everything has stopped.
-  // Errors arriving after the first one are logged and dropped. (KJ runs the consequences of an
-  // event before older queued events, so the cancellation usually reaches a sibling before a
-  // failure of its own would: a second error is rare.)
+  // Cancellation: the block and each child run in a CancelScope nested in the group's, so a
+  // cancelled group (by `cancel()`, a failure, or the cancellation of the scope the group runs
+  // in) treats them as trio does: each is destroyed in a later turn, once no shield is held in
+  // it, and the group completes once every one has ended, with the cleanup their ends set off.
+  // Dropping the group's promise destroys the block and every child at once.
+  //
+  // Failure: the first error (from the block, a child, or the cleanup of a cancelled one) is
+  // recorded, every other task is cancelled, and the group's promise is rejected with that error
+  // once everything has stopped. Errors arriving after the first one are logged and dropped.
   //
   // Not thread-safe: use a group only on the thread of the event loop that runs it.
 
@@ -111,11 +114,14 @@ public:
   ~TaskGroup() noexcept(false);
   KJ_DISALLOW_COPY(TaskGroup);
 
+  void start(Task<void> task);
   void start(kj::Promise<void> task);
-  // Makes `task` a child of the group (a `Task<void>` converts, which starts its body). The group
-  // then owns it until it finishes. A task started after `cancel()` (or after a failure) is dropped
-  // at once: a coroutine's body runs up to its first suspension and no further. Starting a task in
-  // a group whose block and children have all finished is a bug in the caller (KJ_REQUIRE).
+  // Makes `task` a child of the group; the group then owns it until it finishes. A `Task` starts
+  // here, in the child's own scope (so a shield in it holds that child's cancellation back); a
+  // promise started elsewhere runs in the scope it was started in. A task started after
+  // `cancel()` (or after a failure) is dropped at once: a coroutine's body runs up to its first
+  // suspension and no further. Starting a task in a group whose block and children have all
+  // finished is a bug in the caller (KJ_REQUIRE).
 
   template <typename T = void, typename Func>
   kj::Promise<T> startAndWait(Func&& fn);
@@ -139,10 +145,8 @@ public:
   // The number of child tasks that have not finished yet (the block is not counted).
 
 private:
-  kj::Own<kj::PromiseFulfiller<void>> cancelFulfiller;
-  kj::ForkedPromise<void> cancelled;
-  // Resolves (via `cancelFulfiller`) when the group is cancelled; every task is joined with a
-  // branch of it, and the branch's turn is where the task is dropped.
+  kj::Own<CancelScope> scope;
+  // The group's: the block's and every child's scope nest in it; `cancel()` cancels it.
   kj::Own<kj::PromiseFulfiller<void>> doneFulfiller;
   kj::Maybe<kj::Promise<void>> done;
   // Fulfilled when the last task finishes; `join` consumes `done`.
@@ -161,8 +165,10 @@ private:
   void openBlock();
   // Counts the block as outstanding before it is called, so that children it starts
   // synchronously cannot close the group.
-  kj::Promise<void> join(kj::Promise<void> block);
-  // Adopts the block's promise and returns the promise for the whole group.
+  kj::Promise<void> join(kj::FunctionParam<kj::Promise<void>()> block);
+  // Runs the block in its scope and returns the promise for the whole group.
+  void startTask(kj::FunctionParam<kj::Promise<void>()> start);
+  kj::Promise<void> runInScope(kj::FunctionParam<kj::Promise<void>()> start);
   void add(kj::Promise<void> task, bool isBlock);
   void finished(bool isBlock);
   void fail(kj::Exception&& exception);
@@ -331,6 +337,9 @@ public:
   // the scope never ran one. Never rejects.
   kj::Promise<void> whenNestedDone();
   // Resolves once the task of every scope nested in this one now has ended.
+  void abortNested();
+  // Destroys the task of every scope nested in this one now, at once (shields or not): for an
+  // owner that is going away itself.
 
   kj::Maybe<CancelScope&> enclosing() const;
   // The innermost CancelScope this one is nested in.
@@ -386,8 +395,7 @@ public:
 
   kj::Promise<void> run() {
     group.openBlock();
-    auto block = kj::evalNow([this]() -> kj::Promise<void> { return func(group); });
-    return group.join(kj::mv(block));
+    return group.join([this]() -> kj::Promise<void> { return func(group); });
   }
 
 private:

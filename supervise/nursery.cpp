@@ -95,6 +95,8 @@ void ActorNursery::endScope() {
 void ActorNursery::fail() {
   if (failing) return;
   failing = true;
+  // The nursery cancels its children now (tractor's implicit `cancel()` on an error).
+  cancelCalled_ = true;
   cancelledCaught_ = true;
   failedAt = Actor::current().timer().now();
   // The block is cut off at once (a shielded section in it first finishes), and no child is

@@ -6,15 +6,37 @@
 //       tractor::Portal job = co_await n.runInActor(crunch, 1000);
 //     });   // waits for `job`'s result, then cancels `worker`; every child is reaped
 //
-// Supervision is one-cancels-all: when a `runInActor` child's main task fails, or a child exits
-// without being asked to, or the block fails, every other child is cancelled and the scope raises
-// (one error as itself, several as a `tractor::ErrorGroup` naming each).
+// Supervision is one-cancels-all. A failure is a `runInActor` child's main task failing, a child
+// exiting without being asked to, or the block failing. Outcome rules (tests/nursery-test.cpp and
+// tests/scenarios-test.cpp check each):
+// - One failure raises that error; several raise one `tractor::ErrorGroup` holding each
+//   (`ErrorGroup::from()` gives its members), the block's own error first. The block raising a
+//   child's error again (from `waitForResult()`) is that one failure, not two.
+// - The first failure cancels the block at once (a shielded section in it first finishes) and no
+//   further child can be spawned: one-cancels-all is eager, as in trio.
+// - No real error is lost: after a child's failure, every `runInActor` child still running has
+//   FAILURE_GRACE to end on its own, and each failure among them joins the group; then every
+//   child is cancelled. A child's failure counts whether it came before that teardown or during
+//   it (its answer to the cancel request is its error). The block's own error, or `cancel()`,
+//   tears the children down at once. Cancellation-caused errors (a child's ContextCancelled
+//   from the teardown, its connection closing) stay out of the group.
+// - Nested trees box groups: a child whose nursery raised a group fails with a RemoteActorError
+//   whose source type is ErrorGroup, and `ErrorGroup::from()` of it gives the subtree's members.
+// - The nursery's state stays readable after the block through `addRef()`: `cancelCalled()`,
+//   `cancelledCaught()`.
+//
+// Deliberate difference from tractor: tractor collects `run_in_actor` results only when its block
+// ends, so a child failing early does not stop the block from spawning more; here the first
+// failure stops the block at once. The consequence: children the block had not spawned yet
+// cannot fail, so a block spawning children one after another that fail immediately raises the
+// errors of those spawned before the first failure arrived (tractor would raise all of them).
 //
 // Teardown of each child climbs a ladder: a graceful cancel request (`Portal::cancelActor`), then
 // closing the connection (the child exits on EOF), then SIGTERM, then SIGKILL, each step bounded
-// and logged. The teardown is shielded: if the nursery's promise is dropped (the enclosing scope
-// was cancelled), the children are still torn down and reaped by the actor's shield keeper, which
-// the actor waits for before it exits or acknowledges its own cancellation.
+// and logged; a child that does not acknowledge the request (its loop is blocked) gets SIGTERM at
+// once. The teardown is shielded: if the nursery's promise is dropped (the enclosing scope was
+// cancelled), the children are still torn down and reaped by the actor's shield keeper, and the
+// errors the nursery recorded are raised to whoever cancelled the enclosing scope.
 
 #pragma once
 
@@ -59,7 +81,8 @@ public:
   kj::Promise<void> cancel(bool hardKill = false);
   // Tears down every child now, in parallel. `hardKill` skips the graceful request and kills.
   bool cancelCalled() const { return cancelCalled_; }
-  // True once `cancel()` was called.
+  // True once the nursery was cancelled: by `cancel()`, or by a failure (one-cancels-all), as
+  // tractor's `cancel_called`.
   bool cancelledCaught() const { return cancelledCaught_; }
   // True once children were cancelled because of `cancel()` or a failure (rather than torn
   // down at the normal end of the scope).
