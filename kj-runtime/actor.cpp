@@ -36,7 +36,7 @@ public:
     context.allowCancellation();
     auto call = context.getParams().getCall();
     TRACTOR_LOG(TRACE, peerName(), " runs ", call.getModule(), '.', call.getFunction());
-    return actor.invoke(call, peerId()).then(
+    return actor.invoke(call).then(
         [this, context](Value&& value) mutable {
           // Capabilities in a result are revoked when this actor is cancelled.
           context.getResults().initOutcome().setValue(
@@ -207,15 +207,15 @@ kj::Own<CancelScope> Actor::newTaskScope() {
   return kj::refcounted<CancelScope>(static_cast<TaskScope&>(*tasks));
 }
 
-kj::Promise<Value> Actor::invoke(schema::Call::Reader call, const ActorId& peer) {
+kj::Promise<Value> Actor::invoke(schema::Call::Reader call) {
   // A refusal is the call's outcome too.
   return kj::evalNow([&]() {
     auto& info = lookup(call, FunctionKind::FUNCTION);
-    return runTask([&]() { return info.invoke(info, call.getArgs()); },
-                   [this, peer = peer.clone()]() {
-                     return contextCancelled(id_, peer, kj::str("the call was dropped by ",
-                                                                peer));
-                   });
+    // Nobody sees the outcome of a dropped call: its reason need not name the peer (which would
+    // cost a copy on every call).
+    return runTask([&]() { return info.invoke(info, call.getArgs()); }, [this]() {
+      return contextCancelled(id_, id_, "the call was dropped by its caller");
+    });
   });
 }
 
@@ -441,10 +441,9 @@ ActorId Actor::start(schema::SpawnSpec::Reader spec, schema::Actor::Client paren
     // parent's `runInActor()`.
     mainCall = kj::heap<capnp::MallocMessageBuilder>();
     mainCall->setRoot(spec.getMainTask().getCall());
-    auto parentId = ActorId::fromReader(spec.getParent());
     auto task = timer().afterDelay(0 * kj::NANOSECONDS)
-                    .then([this, parentId = kj::mv(parentId)]() {
-                      return invoke(mainCall->getRoot<schema::Call>().asReader(), parentId);
+                    .then([this]() {
+                      return invoke(mainCall->getRoot<schema::Call>().asReader());
                     })
                     .then([this](Value&& value) { mainValue = kj::mv(value); },
                           [this](kj::Exception&& e) { mainError = kj::mv(e); });

@@ -82,11 +82,10 @@ public:
   schema::Actor::Client serve(kj::Maybe<ActorId> peer);
   // A new capability to this actor, for `peer` (used in logs and as the canceller's identity).
 
-  kj::Promise<Value> invoke(schema::Call::Reader call, const ActorId& peer);
-  // Runs one call from `peer` as a task of this actor (see `runTask()`): refuses modules that are
+  kj::Promise<Value> invoke(schema::Call::Reader call);
+  // Runs one call from a peer as a task of this actor (see `runTask()`): refuses modules that are
   // not enabled (ModuleNotExposed), unknown functions (FunctionNotFound) and context or stream
-  // functions (ContextError). Dropping the promise (the peer dropped its call) cancels the task
-  // with a ContextCancelled naming `peer`.
+  // functions (ContextError). Dropping the promise (the peer dropped its call) cancels the task.
 
   kj::Promise<void> openContext(schema::Actor::OpenContextParams::Reader params,
                                 const ActorId& peer);

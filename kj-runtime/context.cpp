@@ -555,9 +555,11 @@ void Context::endScope() {
   outbox.clear();
   fulfillAll(stalledSenders);
   refusalTimer = nullptr;
-  // Caller: the callee's task is over (or gave up on): the call goes.
+  // Caller: the callee's task is over (or given up on): the call goes, and with the
+  // capabilities, whatever ties this context to the connection (a handle may outlive it).
   call = nullptr;
   peerCap = nullptr;
+  calleeActor = nullptr;
 }
 
 Task<void> Context::exitScope(kj::Maybe<kj::Exception> blockError) {

@@ -274,7 +274,8 @@ public:
   // dialogue ended: `outcome()`, `cancelCalled()`, `canceller()`, `peer()`. The scope's exit
   // always leaves an outcome. Once the scope is over, `openStream()` raises the error that
   // ended the dialogue (or ContextError if it ended with a result) and `waitForResult()`
-  // returns or raises the outcome as before.
+  // returns or raises the outcome as before. Like every runtime object it belongs to the actor:
+  // drop it before the actor ends.
 
   void setSpec(PayloadSpec spec) { spec_ = kj::mv(spec); }
   const PayloadSpec& spec() const { return spec_; }

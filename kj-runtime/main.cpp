@@ -158,9 +158,33 @@ bool isChildProcess() { return getenv(CHILD_FD_ENV) != nullptr; }
 
 namespace {
 
+void printMembers(const ErrorGroup& group, int depth) {
+  // One line per member ("[2] std::runtime_error: boom (raised in actor worker@123)"), a nested
+  // group's members indented under it.
+  for (auto i: kj::indices(group.members)) {
+    auto& member = group.members[i];
+    auto indent = kj::str(kj::repeat(' ', 2 * (depth + 1)));
+    KJ_IF_MAYBE(remote, RemoteActorError::from(member)) {
+      fprintf(stderr, "%s[%u] %s: %s (raised in actor %s)\n", indent.cStr(), uint(i + 1),
+              remote->srcType.cStr(), remote->message.cStr(), remote->src.toString().cStr());
+    } else {
+      fprintf(stderr, "%s[%u] %s\n", indent.cStr(), uint(i + 1),
+              member.getDescription().cStr());
+    }
+    KJ_IF_MAYBE(nested, ErrorGroup::from(member)) {
+      printMembers(*nested, depth + 1);
+    }
+  }
+}
+
 int reportResult(const RootResult& result) {
   // The exit code of a root, with its error printed.
   KJ_IF_MAYBE(e, result.error) {
+    KJ_IF_MAYBE(group, ErrorGroup::from(*e)) {
+      fprintf(stderr, "error: %s: %s\n", ERROR_GROUP.cStr(), group->message.cStr());
+      printMembers(*group, 0);
+      return 1;
+    }
     KJ_IF_MAYBE(remote, RemoteActorError::from(*e)) {
       fprintf(stderr, "error: %s: %s\n  raised in actor %s\n%s\n", remote->boxedType.cStr(),
               remote->message.cStr(), remote->src.toString().cStr(),

@@ -405,6 +405,10 @@ kj::Promise<void> ActorNursery::supervise(kj::Function<kj::Promise<void>()> bloc
       .then([this]() -> kj::Promise<void> {
         for (auto& child: children) child->forget();
         raised = true;
+        // Every child is reaped: what is left of them is only their count (a handle from
+        // `addRef()` may outlive the scope).
+        spawned = children.size();
+        children.clear();
         KJ_IF_MAYBE(e, outcome()) {
           return kj::mv(*e);
         }

@@ -87,13 +87,14 @@ public:
   // True once children were cancelled because of `cancel()` or a failure (rather than torn
   // down at the normal end of the scope).
 
-  size_t childCount() const { return children.size(); }
+  size_t childCount() const { return spawned + children.size(); }
   // The children spawned in this nursery so far (still counted after they were reaped).
 
   kj::Own<ActorNursery> addRef() { return kj::addRef(*this); }
   // A handle that outlives the block, to read `cancelCalled()`, `cancelledCaught()` and
   // `childCount()` once the scope has ended (tractor's tests read them after `async with`).
-  // Spawning through it after the scope ended raises.
+  // Spawning through it after the scope ended raises. Like every runtime object it belongs to
+  // the actor: drop it before the actor ends (before `tractor::main()` returns).
 
   // private, used by openNursery()
   ActorNursery();
@@ -122,6 +123,8 @@ private:
   bool closing = false;
   // The teardown began: an exit is expected from then on, cancellations are no failures.
   bool raised = false;
+  size_t spawned = 0;
+  // Children already reaped and forgotten.
   bool cancelCalled_ = false;
   bool cancelledCaught_ = false;
 

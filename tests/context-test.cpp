@@ -491,6 +491,42 @@ Task<kj::String> startPeers() {
 }
 TRACTOR_EXPOSE(context_test, startPeers);
 
+Task<void> ignoresCancellation(Context& ctx) {
+  // A callee that never lets its cancellation through (a bug, or a hostile peer's task); says
+  // "shielded" once it holds it back.
+  co_await ctx.started();
+  co_await ctx.openStream([&](MsgStream& stream) -> Task<void> {
+    co_await tractor::shield(stream.send("shielded").then([]() { return never(); }));
+  });
+}
+TRACTOR_CONTEXT(context_test, ignoresCancellation);
+
+int64_t failAtOnce() { throw std::logic_error("the child failed"); }
+TRACTOR_EXPOSE(context_test, failAtOnce);
+
+Task<int64_t> sleepForever() {
+  co_await never();
+  co_return 0;
+}
+TRACTOR_EXPOSE(context_test, sleepForever);
+
+Task<void> nurseryWithFailedChild(Context& ctx) {
+  // Its nursery records a child's failure and, while it gives the other child its grace, tells
+  // the caller (a stream item) so that the caller cancels this task right then.
+  co_await ctx.started();
+  co_await ctx.openStream([&](MsgStream& stream) -> Task<void> {
+    co_await tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+      Portal failing = co_await n.runInActor(failAtOnce);
+      co_await n.runInActor(sleepForever);
+      auto failed = co_await errorOf(failing.waitForResult<int64_t>().ignoreResult());
+      KJ_REQUIRE(failed != nullptr, "the child did not fail");
+      co_await stream.send("failed");
+      co_await never();
+    });
+  });
+}
+TRACTOR_CONTEXT(context_test, nurseryWithFailedChild);
+
 // ---- running a tree --------------------------------------------------------------------------
 
 template <typename Func>
@@ -1380,7 +1416,65 @@ TEST_SUITE("multiproc") {
     CHECK(cut == 1);
   }
 
-  // ---- 15. bad targets ----------------------------------------------------------------------
+  // ---- 15. bounded ends, and cancellations that keep real errors ------------------------------
+
+  TEST_CASE("context a callee ignoring its cancellation is given up on after the hard timeout") {
+    kj::Maybe<kj::Exception> scope;
+    kj::Own<Context> kept;
+    kj::TimePoint asked = kj::origin<kj::TimePoint>();
+    kj::Duration took = 0 * kj::SECONDS;
+    bool cancelCalled = false;
+    bool hadOutcome = false;
+    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+      Portal p = co_await n.startActor("stubborn", tractor::enable("context_test"));
+      auto& timer = tractor::Actor::current().timer();
+      scope = co_await errorOf(p.openContext(ignoresCancellation,
+                                             [&](Context& ctx, Value) -> Task<void> {
+        kept = ctx.addRef();
+        co_await ctx.openStream([&](MsgStream& stream) -> Task<void> {
+          auto said = co_await stream.receive<kj::String>();
+          KJ_REQUIRE(said != nullptr);
+        });
+        asked = timer.now();
+        co_await ctx.cancel();
+      }));
+      took = timer.now() - asked;
+      // Handles do not outlive the actor.
+      REQUIRE(kept.get() != nullptr);
+      cancelCalled = kept->cancelCalled();
+      hadOutcome = kept->outcome() != nullptr;
+      kept = nullptr;
+    });
+    CHECK_CLEAN(error);
+    CHECK_RAISED(scope, tractor::ACTOR_TOO_SLOW);
+    CHECK(contains(describe(scope), "did not end within"));
+    CHECK(took >= tractor::CANCEL_HARD_TIMEOUT);
+    CHECK(took < tractor::CANCEL_HARD_TIMEOUT + 2 * kj::SECONDS);
+    CHECK(cancelCalled);
+    CHECK(hadOutcome);
+  }
+
+  TEST_CASE("context a real error a nursery recorded wins over the cancellation of its task") {
+    // The callee's nursery holds a child's failure (during the other child's grace) when its
+    // caller cancels it: the task's outcome is that failure, not the cancellation.
+    kj::Maybe<kj::Exception> scope;
+    auto error = runTree([&](ActorNursery& n) -> Task<void> {
+      Portal p = co_await n.startActor("supervisor", tractor::enable("context_test"));
+      scope = co_await errorOf(p.openContext(nurseryWithFailedChild,
+                                             [&](Context& ctx, Value) -> Task<void> {
+        co_await ctx.openStream([&](MsgStream& stream) -> Task<void> {
+          auto said = co_await stream.receive<kj::String>();
+          KJ_REQUIRE(said != nullptr);
+          co_await ctx.cancel();
+        });
+      }));
+    });
+    CHECK_CLEAN(error);
+    CHECK_RAISED_REMOTELY(scope, "std::logic_error");
+    CHECK(contains(describe(scope), "the child failed"));
+  }
+
+  // ---- 16. bad targets ----------------------------------------------------------------------
 
   TEST_CASE("context bad targets are clear errors at the caller") {
     bool blockRan = false;

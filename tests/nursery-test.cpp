@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include "kj-runtime/main.h"
 #include "tests/leak-audit.h"
+#include "tests/test-util.h"
 
 namespace {
 
@@ -85,6 +86,24 @@ Task<int64_t> startStuckGrandchild() {
   co_return co_await kj::mv(paf.promise);
 }
 TRACTOR_EXPOSE(nursery_test, startStuckGrandchild);
+
+tractor::test::Gauge shielded;
+// In a child: its main task is inside its shielded cleanup.
+
+Task<void> failAfterShieldedCleanup() {
+  // Its cleanup is shielded: a cancellation arriving meanwhile lets it finish, and the error it
+  // then raises is the task's outcome.
+  co_await tractor::shield(kj::evalLater([]() { shielded.add(); })
+                               .then([]() {
+                                 return tractor::Actor::current().timer().afterDelay(
+                                     100 * kj::MILLISECONDS);
+                               }));
+  throw std::logic_error("failed after its cleanup");
+}
+TRACTOR_EXPOSE(nursery_test, failAfterShieldedCleanup);
+
+Task<void> waitUntilShielded() { co_await shielded.atLeast(1); }
+TRACTOR_EXPOSE(nursery_test, waitUntilShielded);
 
 using tractor::test::runAuditedRoot;
 
@@ -360,5 +379,77 @@ TEST_SUITE("multiproc") {
       });
     });
     CHECK(error == nullptr);
+  }
+
+  TEST_CASE("a child failing while it is being cancelled is in the group") {
+    auto error = runAuditedRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.runInActor(failAfterShieldedCleanup);
+        co_await p.run(waitUntilShielded);
+        throw std::runtime_error("the block failed");
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      KJ_IF_MAYBE(group, tractor::ErrorGroup::from(*e)) {
+        REQUIRE(group->members.size() == 2);
+        CHECK(tractor::errorTypeName(group->members[0]) == "std::runtime_error");
+        auto child = KJ_ASSERT_NONNULL(tractor::RemoteActorError::from(group->members[1]));
+        CHECK(child.boxedType == "std::logic_error");
+        CHECK(child.message == "failed after its cleanup");
+      } else {
+        FAIL("not a group: ", e->getDescription().cStr());
+      }
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("the block raising a child's error again is one failure") {
+    auto error = runAuditedRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal p = co_await n.runInActor(boom, "once");
+        co_await p.waitForResult();
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      CHECK(tractor::ErrorGroup::from(*e) == nullptr);
+      CHECK(tractor::isRemoteError(*e, "std::invalid_argument"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+  }
+
+  TEST_CASE("a run in actor child still running after the failure grace is cancelled") {
+    kj::Duration took = 0 * kj::SECONDS;
+    kj::Own<ActorNursery> kept;
+    bool cancelCalled = false;
+    bool cancelledCaught = false;
+    auto error = runAuditedRoot([&]() {
+      auto& timer = tractor::Actor::current().timer();
+      auto start = timer.now();
+      return tractor::openNursery([&](ActorNursery& n) -> Task<void> {
+               kept = n.addRef();
+               co_await n.runInActor(sleepLong);
+               co_await n.runInActor(boom, "alone");
+             })
+          .then([]() {}, [&, start](kj::Exception&& e) {
+            took = timer.now() - start;
+            // Read after the block; handles do not outlive the actor.
+            cancelCalled = kept->cancelCalled();
+            cancelledCaught = kept->cancelledCaught();
+            kept = nullptr;
+            kj::throwFatalException(kj::mv(e));
+          });
+    });
+    KJ_IF_MAYBE(e, error) {
+      // The sleeper's cancellation is not a failure.
+      CHECK(tractor::ErrorGroup::from(*e) == nullptr);
+      CHECK(tractor::isRemoteError(*e, "std::invalid_argument"));
+    } else {
+      FAIL("the nursery did not raise");
+    }
+    CHECK(took >= tractor::FAILURE_GRACE);
+    CHECK(cancelCalled);
+    CHECK(cancelledCaught);
   }
 }

@@ -107,6 +107,21 @@ void inRoot(Func&& body) {
 }  // namespace
 
 TEST_SUITE("unit") {
+  TEST_CASE("options assigned from their own chain keep what they held") {
+    tractor::RootOptions root;
+    root = kj::mv(root).enable("a");
+    root = kj::mv(root).enable("b").withName("named");
+    REQUIRE(root.enableModules.size() == 2);
+    CHECK(root.enableModules[0] == "a");
+    CHECK(root.enableModules[1] == "b");
+    CHECK(root.name == "named");
+    auto actor = tractor::enable("x");
+    actor = kj::mv(actor).enable("y").withLogLevel("debug");
+    REQUIRE(actor.enableModules.size() == 2);
+    CHECK(actor.enableModules[1] == "y");
+    CHECK(KJ_ASSERT_NONNULL(actor.logLevel) == "debug");
+  }
+
   TEST_CASE("no runtime outside an actor") {
     CHECK(tractor::Actor::tryCurrent() == nullptr);
     auto e = kj::runCatchingExceptions([]() { tractor::Actor::current(); });
