@@ -4,6 +4,7 @@
 
 #include <kj/debug.h>
 #include <string.h>
+#include "kj-runtime/task-group.h"
 
 namespace tractor {
 
@@ -59,9 +60,10 @@ kj::Promise<void> BufferedStream::afterBuffering() {
   if (!flushing) {
     flushing = true;
     // Run when the event queue is otherwise empty and the thread is about to wait for I/O, so
-    // that everything this burst of work writes joins the one write. A finished task is replaced
-    // by the next burst's (never destroyed inside itself).
-    flushTask = kj::evalLast([this]() { return flush(); })
+    // that everything this burst of work writes joins the one write, and in the order the
+    // streams were written to (what was sent first leaves first). A finished task is replaced by
+    // the next burst's (never destroyed inside itself).
+    flushTask = whenIdle().then([this]() { return flush(); })
                     .then([]() {},
                           [this](kj::Exception&& e) {
                             flushing = false;

@@ -238,9 +238,6 @@ kj::Promise<void> Context::openStream(kj::Function<kj::Promise<void>(MsgStream&)
 
 kj::Promise<void> Context::openStream(StreamOptions options,
                                       kj::Function<kj::Promise<void>(MsgStream&)> block) {
-  if (side_ == Side::CALLEE && !startedCalled) {
-    return contextError("openStream() before started(): the callee must call started() first");
-  }
   KJ_IF_MAYBE(o, outcome_) {
     // The dialogue is over: opening the stream raises what ended it.
     if (o->is<kj::Exception>()) return kj::cp(o->get<kj::Exception>());
@@ -250,6 +247,9 @@ kj::Promise<void> Context::openStream(StreamOptions options,
     return contextCancelled(side_ == Side::CALLER ? peerId : self, self,
                             kj::str("the stream of the context with ", peerId, " was opened "
                                     "after ", self, " cancelled the context"));
+  }
+  if (side_ == Side::CALLEE && !startedCalled) {
+    return contextError("openStream() before started(): the callee must call started() first");
   }
   if (scopeDone) return contextError(kj::str("the context with ", peerId, " has ended"));
   if (streamOpened) return contextError("a context's stream cannot be reopened");
@@ -531,7 +531,7 @@ void Context::setOutcome(Outcome outcome) {
     // The dialogue ended with an error (whoever asked for it): the block is interrupted wherever
     // it awaits, after everything else this set off, so that a block waiting in `receive()` or
     // `waitForResult()` sees the error there itself.
-    tasks.add(kj::evalLast([this]() {
+    tasks.add(whenIdle().then([this]() {
       interrupt(kj::cp(KJ_ASSERT_NONNULL(outcome_).get<kj::Exception>()));
     }));
   }
@@ -564,25 +564,28 @@ void Context::endScope() {
 
 Task<void> Context::exitScope(kj::Maybe<kj::Exception> blockError) {
   // The block is over: the outcome rules (see context.h). The scope ends only once the callee's
-  // task has ended too.
+  // task has ended too. Ending it after an error is shielded (and bounded): an enclosing scope
+  // cancelled meanwhile waits, so the error this scope raises is not lost to that cancellation.
   KJ_IF_MAYBE(e, blockError) {
     if (isOutcome(*e)) {
       // The dialogue's own end: the block was interrupted by it, or raised it again. An outcome
       // made here (a refusal, a lost connection) may have left the callee running.
-      co_await endCallee();
+      if (!calleeEnded) co_await shieldedEndCallee();
       if (isOwnCancel(*e)) co_return;
       kj::throwFatalException(kj::mv(*e));
     }
     if (isOwnCancel(*e)) {
       // The cancellation this side asked for, raised inside the block (`openStream()` after
       // `cancel()`, a `receive()`): absorbed once the callee ended.
-      co_await endCallee();
+      if (!calleeEnded) co_await shieldedEndCallee();
       co_return;
     }
     // The block failed on its own (or a refusal of its items interrupted it): the callee's task
     // must not outlive it. The context keeps the callee's own outcome; the block's error wins.
     cancelCalled_ = true;
-    co_await endCallee();
+    // (Not awaited when there is nothing to wait for: an await of a ready promise yields a turn,
+    // in which an enclosing scope's pending cancellation could cut the error off.)
+    if (!calleeEnded) co_await shieldedEndCallee();
     kj::throwFatalException(kj::mv(*e));
   }
   co_await awaitOutcome(cancelCalled_);
@@ -590,6 +593,10 @@ Task<void> Context::exitScope(kj::Maybe<kj::Exception> blockError) {
   if (o.is<kj::Exception>() && !isOwnCancel(o.get<kj::Exception>())) {
     kj::throwFatalException(kj::cp(o.get<kj::Exception>()));
   }
+}
+
+kj::Promise<void> Context::shieldedEndCallee() {
+  return shield(kj::Promise<void>(endCallee()).attach(kj::addRef(*this)));
 }
 
 Task<void> Context::endCallee() {

@@ -437,6 +437,7 @@ private:
   // True when `e` is the error the dialogue ended with (a copy of it).
   Task<void> exitScope(kj::Maybe<kj::Exception> blockError);
   Task<void> endCallee();
+  kj::Promise<void> shieldedEndCallee();
   // Caller side: makes sure the callee's task is over before the scope ends: asks it to cancel
   // unless it ended, then waits for its outcome (bounded).
   kj::Promise<void> awaitOutcome(bool bounded);

@@ -34,10 +34,11 @@
 //
 // Task-local scope: a coroutine inherits the `TaskScope` that was current where it was started
 // (converted to a promise or awaited; trio's task context, Python's contextvars), and that scope
-// is current again whenever its body runs. The runtime makes a scope current around the code it starts (a context function, an
-// `openContext` block, a cancellable task), so every Task coroutine started from there finds it:
-// that is how `currentContext()` knows its context and how `shield()` knows which cancellation
-// it holds back. Plain `.then()` continuations inherit nothing.
+// is current again whenever its body runs. The runtime makes a scope current around the code it
+// starts (a context function, an `openContext` block, a cancellable task), so every Task
+// coroutine started from there finds it: that is how `currentContext()` knows its context and
+// how `shield()` knows which cancellation it holds back. Plain `.then()` continuations inherit
+// nothing.
 
 #pragma once
 

@@ -215,6 +215,7 @@ kj::Promise<Value> invokeStreamWith(const FunctionInfo& info, Context& ctx, Args
   static_assert(std::is_void_v<typename Unpromised_<R>::Type>,
                 "a stream function returns void, kj::Promise<void> or Task<void>");
   auto fn = reinterpret_cast<R (*)(MsgStream&, Params...)>(info.address);
+  (void)args;  // unused by a function with no parameters
   // The arguments are converted before the dialogue starts, so that bad ones fail the call.
   using Decoded = std::tuple<std::decay_t<Params>...>;
   auto decoded = kj::heap<Decoded>(Decoded{decodeArgument<Params>(info, args, I)...});

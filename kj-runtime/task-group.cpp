@@ -50,6 +50,10 @@ TaskGroup::~TaskGroup() noexcept(false) {
   // is dropped too.
   cancelRequested = true;
   scope->abortNested();
+  // Dropped while it held a failure it was about to raise: no real error is lost.
+  KJ_IF_MAYBE(e, firstError) {
+    if (!raised) ShieldKeeper::orphaned(kj::mv(*e));
+  }
 }
 
 void TaskGroup::start(Task<void> task) {
@@ -94,6 +98,7 @@ kj::Promise<void> TaskGroup::join(kj::FunctionParam<kj::Promise<void>()> block) 
   auto result = kj::mv(KJ_ASSERT_NONNULL(done, "TaskGroup::join() called twice"));
   done = nullptr;
   return result.then([this]() -> kj::Promise<void> {
+    raised = true;
     KJ_IF_MAYBE(exception, firstError) {
       return kj::mv(*exception);
     }
@@ -152,6 +157,40 @@ kj::Promise<bool> moveOnAfter(kj::Timer& timer, kj::Duration timeout, kj::Promis
 
 kj::Promise<void> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<void> promise) {
   return failAfter<void>(timer, timeout, kj::mv(promise));
+}
+
+namespace {
+
+struct IdleBatch {
+  // The whenIdle() calls one evalLast serves.
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiting;
+};
+
+thread_local IdleBatch* openBatch = nullptr;
+// The batch still taking calls, owned by its (detached) evalLast: gone with it, also when the
+// event loop is destroyed first.
+
+}  // namespace
+
+kj::Promise<void> whenIdle() {
+  if (openBatch == nullptr) {
+    auto batch = kj::heap<IdleBatch>();
+    auto* b = batch.get();
+    openBatch = b;
+    // One evalLast for all of them, fulfilled in order: their continuations then run in that
+    // order, each with what it sets off before the next.
+    kj::evalLast([b]() {
+      if (openBatch == b) openBatch = nullptr;
+      for (auto& w: b->waiting) w->fulfill();
+    })
+        .attach(kj::mv(batch), kj::defer([b]() {
+                  if (openBatch == b) openBatch = nullptr;
+                }))
+        .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "whenIdle() failed", e); });
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  openBatch->waiting.add(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
 }
 
 bool isTooSlowError(const kj::Exception& exception) {
@@ -290,9 +329,15 @@ void CancelScope::cancel(kj::Exception why) {
 void CancelScope::scheduleDrop() {
   if (dropScheduled || state != State::RUNNING) return;
   dropScheduled = true;
-  // Detached, holding the scope: the drop replaces `pending`, which must not be the promise
-  // running it.
-  kj::evalLater([self = kj::addRef(*this)]() mutable { self->drop(); })
+  // Never inside the code that cancels. A task nobody awaits goes in the next turn (a dropped
+  // call is cancelled before the next call on its connection is served). Otherwise once nothing
+  // else is ready to run (whenIdle(), in the order cancellations were asked for): whatever the
+  // task's code set off meanwhile (an error on its way out through several awaits and exits, a
+  // sibling's result) gets there first, and the task is cut off only where it waits for
+  // something from outside. Detached, holding the scope: the drop replaces `pending`, which must
+  // not be the promise running it.
+  auto turn = abandonedTask ? kj::evalLater([]() {}) : whenIdle();
+  turn.then([self = kj::addRef(*this)]() mutable { self->drop(); })
       .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "cancel scope: drop failed", e); });
 }
 
@@ -330,7 +375,7 @@ void CancelScope::settle(kj::Maybe<kj::Exception> cleanupError) {
 }
 
 void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
-  // The task ended by itself (called from its own continuation: `task` is released later).
+  // The task ended by itself (called from its own continuation).
   state = State::DONE;
   KJ_IF_MAYBE(e, error) {
     bool isReason = false;
@@ -339,8 +384,8 @@ void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
     }
     if (abandonedTask && !isReason) abandonedError = kj::cp(*e);
   }
-  kj::evalLater([self = kj::addRef(*this)]() mutable { self->task = nullptr; })
-      .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "cancel scope: release failed", e); });
+  // The task's promise (and its frames, which hold this scope) is released when the result is
+  // (resultDropped()), never from inside its own continuation.
   auto waiting = kj::mv(doneWaiters);
   for (auto& w: waiting) w->fulfill();
 }
@@ -351,8 +396,13 @@ void CancelScope::release() {
 }
 
 void CancelScope::resultDropped() {
-  // Nobody awaits the task any more. If it still runs it is abandoned: cancelled, and kept by
-  // the shield keeper until it ended.
+  // Nobody awaits the task any more. If it ended, what is left of it goes (outside its own
+  // callbacks: the result is dropped by its consumer). If it still runs it is abandoned:
+  // cancelled, and kept by the shield keeper until it ended.
+  if (state == State::DONE) {
+    task = nullptr;
+    return;
+  }
   if ((state != State::RUNNING && state != State::CLEANING) || abandonedTask) return;
   abandonedTask = true;
   cancel(abandoned());
@@ -440,6 +490,14 @@ kj::Maybe<ShieldKeeper&> ShieldKeeper::tryCurrent() {
   return *threadKeeper;
 }
 
+void ShieldKeeper::orphaned(kj::Exception&& error) {
+  KJ_IF_MAYBE(keeper, tryCurrent()) {
+    keeper->watch()->orphaned(kj::mv(error));
+  } else {
+    _::orphanedShieldFailed(kj::mv(error));
+  }
+}
+
 kj::Own<_::CleanupWatch> ShieldKeeper::watch() {
   kj::Vector<kj::Own<_::CleanupCollector>> active;
   for (auto c: collectors) active.add(kj::addRef(*c));
@@ -478,8 +536,9 @@ void ShieldKeeper::keepAbandoned(kj::Own<CancelScope> scope) {
   keep(s.whenSettled()
            .catch_([&watcher](kj::Exception&& e) { watcher.orphaned(kj::mv(e)); })
            .attach(kj::mv(w), kj::defer([scope = kj::mv(scope)]() mutable {
-                     // Destroyed unfinished (the keeper goes away): the task goes too.
-                     if (scope->state == CancelScope::State::RUNNING) scope->task = nullptr;
+                     // What is left of the task goes (all of it, if the keeper goes away while
+                     // it still runs).
+                     scope->task = nullptr;
                    })));
 }
 

@@ -151,6 +151,9 @@ private:
   kj::Maybe<kj::Promise<void>> done;
   // Fulfilled when the last task finishes; `join` consumes `done`.
   kj::Maybe<kj::Exception> firstError;
+  bool raised = false;
+  // The group's promise delivered `firstError`; until then a group dropped with it reports it
+  // (ShieldKeeper::orphaned()).
   size_t running = 0;
   size_t outstanding = 0;
   // `running` counts child tasks, `outstanding` also the block.
@@ -214,6 +217,12 @@ kj::Promise<void> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<
 bool isTooSlowError(const kj::Exception& exception);
 // True if `exception` is the deadline error raised by `failAfter`.
 
+kj::Promise<void> whenIdle();
+// Resolves once the event queue is otherwise empty and the thread is about to wait for I/O, as
+// `kj::evalLast()` runs its function, but in the order of the calls (evalLast runs the latest
+// first). What the runtime defers to that point keeps its order: writes leave in the order they
+// were made, across connections, and cancellations land in the order they were asked for.
+
 class ShieldKeeper final: private kj::TaskSet::ErrorHandler {
   // Owns shielded work (see `shield()`) on one thread, so that it runs to completion even when
   // whoever awaited it was cancelled. Exactly one keeper may be installed per thread: the
@@ -245,6 +254,11 @@ public:
 
   static kj::Maybe<ShieldKeeper&> tryCurrent();
   // The keeper installed on this thread, if any.
+
+  static void orphaned(kj::Exception&& error);
+  // A real error that its owner could not raise because the owner is being dropped (a task
+  // group destroyed while it held a failure): goes to the cleanup collectors active now, as a
+  // shielded work's error would, so that whoever dropped the owner raises it (or to the log).
 
 private:
   size_t count = 0;

@@ -113,8 +113,10 @@ void ActorNursery::blockFailed(kj::Exception&& error) {
   // The block's own error. One that is a runInActor child's failure raised again (from
   // `waitForResult()`) counts as that child's; anything else tears every child down at once.
   KJ_IF_MAYBE(r, RemoteActorError::from(error)) {
+    // It came from (or through, relayed from its subtree) one of the runInActor children.
+    auto& from = r->relayPath.back();
     for (auto& child: children) {
-      if (child->hasMainTask && child->id.uuid == r->src.uuid) {
+      if (child->hasMainTask && (child->id.uuid == r->src.uuid || child->id.uuid == from.uuid)) {
         errors.add(kj::mv(error));
         fail();
         return;

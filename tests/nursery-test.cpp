@@ -105,6 +105,13 @@ TRACTOR_EXPOSE(nursery_test, failAfterShieldedCleanup);
 Task<void> waitUntilShielded() { co_await shielded.atLeast(1); }
 TRACTOR_EXPOSE(nursery_test, waitUntilShielded);
 
+Task<void> failAfterMs(int64_t ms) {
+  // tractor's `assert_err(delay)`: a job that fails a while after it started.
+  co_await tractor::Actor::current().timer().afterDelay(ms * kj::MILLISECONDS);
+  throw std::logic_error("failed late");
+}
+TRACTOR_EXPOSE(nursery_test, failAfterMs);
+
 using tractor::test::runAuditedRoot;
 
 }  // namespace
@@ -451,5 +458,28 @@ TEST_SUITE("multiproc") {
     CHECK(took >= tractor::FAILURE_GRACE);
     CHECK(cancelCalled);
     CHECK(cancelledCaught);
+  }
+
+  TEST_CASE("the block re-raising a subtree's error gives the other children their grace") {
+    // The error comes through a runInActor child from deeper down: it is that child's failure,
+    // so the sibling failing a little later still joins the group.
+    auto error = runAuditedRoot([]() {
+      return tractor::openNursery([](ActorNursery& n) -> Task<void> {
+        Portal relaying = co_await n.runInActor(descendAndFail, 2);
+        co_await n.runInActor(failAfterMs, 200);
+        co_await relaying.waitForResult();
+      });
+    });
+    KJ_IF_MAYBE(e, error) {
+      KJ_IF_MAYBE(group, tractor::ErrorGroup::from(*e)) {
+        REQUIRE(group->members.size() == 2);
+        CHECK(tractor::isRemoteError(group->members[0], "std::invalid_argument"));
+        CHECK(tractor::isRemoteError(group->members[1], "std::logic_error"));
+      } else {
+        FAIL("not a group: ", e->getDescription().cStr());
+      }
+    } else {
+      FAIL("the nursery did not raise");
+    }
   }
 }
