@@ -925,7 +925,8 @@ TEST_CASE("shield keeper collect reports the cleanup a drop sets off") {
   ManualTime time;
   ShieldKeeper keeper;
   CleanupProbe cleanup;
-  kj::Maybe<kj::Promise<void>> task = kj::Promise<void>(sleepWithCleanup(time.timer, cleanup, true));
+  kj::Maybe<kj::Promise<void>> task =
+      kj::Promise<void>(sleepWithCleanup(time.timer, cleanup, true));
   time.waitScope.poll();
   kj::Promise<void> collected = keeper.collect([&]() { task = nullptr; });
   CHECK(cleanup.started);
