@@ -115,6 +115,21 @@ int main(int argc, char** argv) {
                       tractor::ActorId{kj::str("peer"), kj::str("peer-uuid"), 2});
     finish.send().detach([](kj::Exception&&) {});
   });
+  captureCalls(io, *incoming, "finish-error-group.bin", [&](Peer::Client peer) {
+    // A nested group, so that the fuzzer starts from members (and members of members).
+    tractor::ActorId peerId{kj::str("peer"), kj::str("peer-uuid"), 2};
+    kj::Vector<kj::Exception> inner;
+    inner.add(tractor::typedError("std::logic_error", "one"));
+    inner.add(tractor::typedError("std::logic_error", "two"));
+    kj::Vector<kj::Exception> outer;
+    outer.add(tractor::errorGroup(peerId, "2 errors in the nursery of peer@2", inner));
+    outer.add(tractor::typedError("std::runtime_error", "three"));
+    auto finish = peer.finishRequest();
+    tractor::boxError(finish.initOutcome().initError(),
+                      tractor::errorGroup(peerId, "2 errors in the nursery of peer@2", outer),
+                      peerId);
+    finish.send().detach([](kj::Exception&&) {});
+  });
   captureCalls(io, *incoming, "cancel.bin", [&](Peer::Client peer) {
     peer.cancelRequest().send().detach([](kj::Exception&&) {});
   });
