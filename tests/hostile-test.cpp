@@ -52,6 +52,23 @@ kj::Array<Garbage> garbageKinds() {
 
 // ---- functions the children run --------------------------------------------------------------
 
+kj::Exception nestedGroup(const tractor::ActorId& self, uint64_t depth) {
+  // A chain of groups `depth` deep around one leaf error.
+  if (depth == 0) return tractor::typedError("std::logic_error", "leaf");
+  kj::Exception inner[] = {nestedGroup(self, depth - 1)};
+  return tractor::errorGroup(self, "one level", kj::arrayPtr(inner, 1));
+}
+
+void raiseGroup(uint64_t members, uint64_t depth) {
+  // An ErrorGroup of `members` errors, each the root of a chain of groups `depth` deep: what a
+  // hostile (or very large) tree could make its parent read.
+  auto& self = tractor::Actor::current().id();
+  kj::Vector<kj::Exception> all;
+  for (uint64_t i = 0; i < members; i++) all.add(nestedGroup(self, depth));
+  kj::throwFatalException(tractor::errorGroup(self, "many", all));
+}
+TRACTOR_EXPOSE(hostile_test, raiseGroup);
+
 uint64_t byteCount(kj::Array<kj::byte> data) { return data.size(); }
 TRACTOR_EXPOSE(hostile_test, byteCount);
 
@@ -416,5 +433,30 @@ TEST_SUITE("multiproc") {
     CHECK_RAISED(toPeer, tractor::MESSAGE_TOO_LARGE);
     CHECK_RAISED(fromPeer, tractor::MESSAGE_TOO_LARGE);
     CHECK(stillThere == smallLimits().toString());
+  }
+
+  TEST_CASE("an error group of more members than kept or nested past the limit is read in bounds") {
+    kj::Maybe<kj::Exception> many;
+    kj::Maybe<kj::Exception> deep;
+    uint64_t after = 0;
+    auto error = runAuditedTree([&](ActorNursery& n) -> Task<void> {
+      Portal p = co_await n.startActor("grouper", tractor::enable("hostile_test"));
+      many = co_await errorOf(p.run(raiseGroup, tractor::MAX_GROUP_MEMBERS + 100, 0));
+      deep = co_await errorOf(p.run(raiseGroup, 1, 100));
+      after = co_await p.run(byteCount, kj::heapArray<kj::byte>(3));
+    });
+    CHECK_CLEAN(error);
+    KJ_IF_MAYBE(e, many) {
+      auto group = KJ_ASSERT_NONNULL(tractor::ErrorGroup::from(*e));
+      CHECK(group.members.size() == tractor::MAX_GROUP_MEMBERS);
+      CHECK(contains(group.message, "100 more members were dropped"));
+    } else {
+      FAIL("the group was not raised");
+    }
+    // Past the connection's nesting limit: refused with the reason, never a crash.
+    CHECK_MESSAGE((raised(deep, tractor::MESSAGE_TOO_DEEP) ||
+                   contains(describe(deep), "too deeply-nested")),
+                  shown(deep));
+    CHECK(after == 3);
   }
 }
