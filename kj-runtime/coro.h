@@ -345,6 +345,24 @@ inline Task<void> _::TaskPromise<void>::get_return_object() {
   return Task<void>(std::coroutine_handle<TaskPromise<void>>::from_promise(*this));
 }
 
+namespace _ {  // private
+
+template <typename T>
+struct Unpromised_ {
+  using Type = T;
+};
+template <typename T>
+struct Unpromised_<kj::Promise<T>> {
+  using Type = T;
+};
+template <typename T>
+struct Unpromised_<Task<T>> {
+  using Type = T;
+};
+// T, for what a function returns: T, kj::Promise<T> or Task<T>.
+
+}  // namespace _
+
 template <typename T>
 kj::Promise<T> toPromise(Task<T>&& task) {
   // Spelled-out conversion, for function templates that deduce `Promise<T>` (such as

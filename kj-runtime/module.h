@@ -95,19 +95,6 @@ public:
   ServiceRegistration(ServiceInfo info) { registerService(info); }
 };
 
-template <typename T>
-struct Unpromised_ {
-  using Type = T;
-};
-template <typename T>
-struct Unpromised_<kj::Promise<T>> {
-  using Type = T;
-};
-template <typename T>
-struct Unpromised_<Task<T>> {
-  using Type = T;
-};
-
 template <typename Param>
 std::decay_t<Param> decodeArgument(const FunctionInfo& info, ArgsReader args, uint index) {
   using T = std::decay_t<Param>;

@@ -43,19 +43,7 @@ class CleanupCollector;
 class CleanupWatch;
 
 template <typename T>
-struct PromisedType_ {
-  using Type = T;
-};
-template <typename T>
-struct PromisedType_<kj::Promise<T>> {
-  using Type = T;
-};
-template <typename T>
-struct PromisedType_<Task<T>> {
-  using Type = T;
-};
-template <typename T>
-using PromisedType = typename PromisedType_<std::decay_t<T>>::Type;
+using PromisedType = typename Unpromised_<std::decay_t<T>>::Type;
 // T, for a function returning kj::Promise<T> or Task<T>.
 }  // namespace _
 

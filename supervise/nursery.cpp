@@ -4,6 +4,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
+#include <kj/map.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,10 +136,12 @@ void ActorNursery::blockFailed(kj::Exception&& error) {
 kj::Maybe<kj::Exception> ActorNursery::outcome() {
   // One error for each failure: the block raising a child's error again is that failure.
   kj::Vector<kj::Exception> distinct;
+  kj::HashSet<kj::String> seen;
   for (auto& e: errors) {
-    bool seen = false;
-    for (auto& d: distinct) seen = seen || d.getDescription() == e.getDescription();
-    if (!seen) distinct.add(kj::mv(e));
+    auto desc = kj::heapString(e.getDescription());
+    if (seen.contains(desc)) continue;
+    seen.insert(kj::mv(desc));
+    distinct.add(kj::mv(e));
   }
   errors.clear();
   if (distinct.size() == 0) return nullptr;
