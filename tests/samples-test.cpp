@@ -208,6 +208,9 @@ TEST_SUITE("multiproc") {
     checkSample("worker_pool");
   }
   TEST_CASE("sample ping_pong streams both ways through a context") { checkSample("ping_pong"); }
+  TEST_CASE("sample failing_jobs reports every job that failed in one error group") {
+    checkSample("failing_jobs");
+  }
   TEST_CASE("sample fan_out broadcasts one stream to three local consumers") {
     checkSample("fan_out");
   }
