@@ -5,9 +5,11 @@
 #   ./build.sh test     install what is missing; build with g++, with clang (warnings are errors)
 #                       and with AddressSanitizer + UndefinedBehaviorSanitizer; run the whole
 #                       test suite with each, and the multi-process tests once more with the
-#                       forkserver spawn backend; then build the libFuzzer targets (preset fuzz,
-#                       clang) and fuzz each for FUZZ_SECONDS (default 45) from its seed corpus:
-#                       any crash, sanitizer report, hang (-timeout) or memory blow-up fails
+#                       forkserver spawn backend; install the g++ build to a scratch prefix and
+#                       build and run tests/consumer against it (CMake, pkg-config) and with
+#                       FetchContent; then build the libFuzzer targets (preset fuzz, clang) and
+#                       fuzz each for FUZZ_SECONDS (default 45) from its seed corpus: any
+#                       crash, sanitizer report, hang (-timeout) or memory blow-up fails
 #
 # The builds are the CMake presets of CMakePresets.json (gcc, clang, asan).
 # Environment: JOBS (default: number of cores).
@@ -42,6 +44,23 @@ run_tests() {  # preset
   ctest --preset "$1" -j "${JOBS:-$(nproc)}"
 }
 
+check_package() {
+  # tests/consumer, a project of its own, built the three ways a user can: against the installed
+  # package with CMake and with pkg-config, and with FetchContent of this checkout.
+  local prefix="$PWD/build/package-prefix"
+  rm -rf "$prefix" build/consumer-*
+  cmake --install build --prefix "$prefix" >/dev/null
+  cmake -S tests/consumer -B build/consumer-cmake -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build build/consumer-cmake
+  tests/consumer/check.sh build/consumer-cmake/consumer
+  PKG_CONFIG_PATH="$prefix/lib/pkgconfig" make -s -C tests/consumer OUT="$PWD/build/consumer-make"
+  tests/consumer/check.sh build/consumer-make/consumer
+  cmake -S tests/consumer -B build/consumer-fetch -G Ninja -DTRACTOR_CONSUMER_FETCH="$PWD" \
+    >/dev/null
+  cmake --build build/consumer-fetch -j "${JOBS:-$(nproc)}"
+  tests/consumer/check.sh build/consumer-fetch/consumer
+}
+
 run_fuzzers() {
   # A bounded run of each fuzz target from a scratch copy of its seeds (new inputs stay out of
   # the repository); findings are written to build-fuzz/findings and fail the step.
@@ -71,6 +90,8 @@ case "${1:-}" in
     done
     echo "== gcc, forkserver spawn backend"
     TRACTOR_SPAWN_METHOD=forkserver ctest --preset gcc -j "${JOBS:-$(nproc)}" -L "multiproc|scale"
+    echo "== package: tests/consumer against the installed prefix, with pkg-config, FetchContent"
+    check_package
     echo "== fuzz"
     configure_and_build fuzz
     run_fuzzers

@@ -72,7 +72,7 @@
 #include <string>
 #include <vector>
 #include "bench/bench.capnp.h"
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/main.h"
 
 extern char** environ;
 

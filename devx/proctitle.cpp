@@ -1,6 +1,6 @@
 // Process titles. See proctitle.h.
 
-#include "devx/proctitle.h"
+#include "tractor/devx/proctitle.h"
 
 #include <string.h>
 #include <sys/prctl.h>

@@ -1,12 +1,12 @@
 // The actor runtime and its capability server. See actor.h.
 
-#include "kj-runtime/actor.h"
+#include "tractor/kj-runtime/actor.h"
 
 #include <kj/debug.h>
 #include <unistd.h>
-#include "devx/proctitle.h"
-#include "kj-runtime/connection.h"
-#include "kj-runtime/registrar.h"
+#include "tractor/devx/proctitle.h"
+#include "tractor/kj-runtime/connection.h"
+#include "tractor/kj-runtime/registrar.h"
 
 namespace tractor {
 

@@ -5,13 +5,13 @@
 #include <capnp/message.h>
 #include <kj/async-io.h>
 #include <kj/vector.h>
-#include "kj-runtime/address.h"
-#include "kj-runtime/identity.h"
-#include "kj-runtime/log.h"
-#include "kj-runtime/portal.h"
-#include "kj-runtime/revoker.h"
-#include "kj-runtime/task-group.h"
-#include "spawn/reaper.h"
+#include "tractor/kj-runtime/address.h"
+#include "tractor/kj-runtime/identity.h"
+#include "tractor/kj-runtime/log.h"
+#include "tractor/kj-runtime/portal.h"
+#include "tractor/kj-runtime/revoker.h"
+#include "tractor/kj-runtime/task-group.h"
+#include "tractor/spawn/reaper.h"
 
 namespace tractor {
 

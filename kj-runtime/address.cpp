@@ -1,6 +1,6 @@
 // Transport addresses. See address.h.
 
-#include "kj-runtime/address.h"
+#include "tractor/kj-runtime/address.h"
 
 #include <errno.h>
 #include <kj/debug.h>

@@ -12,7 +12,7 @@
 
 #include <kj/string.h>
 #include <kj/time.h>
-#include "kj-runtime/identity.h"
+#include "tractor/kj-runtime/identity.h"
 
 namespace tractor {
 

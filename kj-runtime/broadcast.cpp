@@ -1,6 +1,6 @@
 // Broadcast subscriptions of a stream. See broadcast.h.
 
-#include "kj-runtime/broadcast.h"
+#include "tractor/kj-runtime/broadcast.h"
 
 #include <kj/debug.h>
 

@@ -13,7 +13,7 @@
 
 #pragma once
 
-#include "kj-runtime/context.h"
+#include "tractor/kj-runtime/context.h"
 
 namespace tractor {
 

@@ -1,10 +1,10 @@
 // The buffered connection wrapper. See buffered-stream.h.
 
-#include "kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/buffered-stream.h"
 
 #include <kj/debug.h>
 #include <string.h>
-#include "kj-runtime/task-group.h"
+#include "tractor/kj-runtime/task-group.h"
 
 namespace tractor {
 

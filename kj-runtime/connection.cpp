@@ -1,6 +1,6 @@
 // Connections between actors through a listening address. See connection.h.
 
-#include "kj-runtime/connection.h"
+#include "tractor/kj-runtime/connection.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize-async.h>
@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/buffered-stream.h"
 
 namespace tractor {
 

@@ -13,9 +13,9 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/refcount.h>
-#include "kj-runtime/address.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/portal.h"
+#include "tractor/kj-runtime/address.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/portal.h"
 
 namespace tractor {
 

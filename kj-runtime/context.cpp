@@ -1,11 +1,11 @@
 // Contexts and message streams. See context.h.
 
-#include "kj-runtime/context.h"
+#include "tractor/kj-runtime/context.h"
 
 #include <kj/debug.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/broadcast.h"
-#include "kj-runtime/log.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/broadcast.h"
+#include "tractor/kj-runtime/log.h"
 
 namespace tractor {
 

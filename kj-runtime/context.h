@@ -97,12 +97,12 @@
 #include <kj/refcount.h>
 #include <kj/time.h>
 #include <deque>
-#include "kj-runtime/errors.h"
-#include "kj-runtime/payload.h"
-#include "kj-runtime/revoker.h"
-#include "kj-runtime/task-group.h"
-#include "kj-runtime/typed.h"
-#include "schema/actor.capnp.h"
+#include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/payload.h"
+#include "tractor/kj-runtime/revoker.h"
+#include "tractor/kj-runtime/task-group.h"
+#include "tractor/kj-runtime/typed.h"
+#include "tractor/schema/actor.capnp.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // Coroutine support: the conversion of foreign exceptions. See coro.h.
 
-#include "kj-runtime/coro.h"
+#include "tractor/kj-runtime/coro.h"
 
 #include <cxxabi.h>
 #include <stdlib.h>

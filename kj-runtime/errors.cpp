@@ -1,6 +1,6 @@
 // Error boxing and the remote-error description layout. See errors.h.
 
-#include "kj-runtime/errors.h"
+#include "tractor/kj-runtime/errors.h"
 
 #include <kj/debug.h>
 #include <stdlib.h>

@@ -31,8 +31,8 @@
 
 #include <kj/exception.h>
 #include <kj/vector.h>
-#include "kj-runtime/coro.h"
-#include "kj-runtime/identity.h"
+#include "tractor/kj-runtime/coro.h"
+#include "tractor/kj-runtime/identity.h"
 
 namespace tractor {
 

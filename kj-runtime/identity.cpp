@@ -1,6 +1,6 @@
 // Actor identity. See identity.h.
 
-#include "kj-runtime/identity.h"
+#include "tractor/kj-runtime/identity.h"
 
 #include <kj/debug.h>
 #include <sys/random.h>

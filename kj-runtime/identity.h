@@ -3,7 +3,7 @@
 #pragma once
 
 #include <kj/string.h>
-#include "schema/actor.capnp.h"
+#include "tractor/schema/actor.capnp.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // Message limits and the limited RPC connection. See limits.h.
 
-#include "kj-runtime/limits.h"
+#include "tractor/kj-runtime/limits.h"
 
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize-async.h>

@@ -25,7 +25,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/string.h>
-#include "kj-runtime/errors.h"
+#include "tractor/kj-runtime/errors.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // Logging. See log.h.
 
-#include "kj-runtime/log.h"
+#include "tractor/kj-runtime/log.h"
 
 #include <kj/debug.h>
 #include <stdio.h>

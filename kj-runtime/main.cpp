@@ -1,6 +1,6 @@
 // Booting the root actor. See main.h.
 
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/main.h"
 
 #include <kj/debug.h>
 #include <signal.h>
@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include "devx/proctitle.h"
-#include "kj-runtime/connection.h"
-#include "spawn/exec-spawn.h"
-#include "spawn/forkserver.h"
+#include "tractor/devx/proctitle.h"
+#include "tractor/kj-runtime/connection.h"
+#include "tractor/spawn/exec-spawn.h"
+#include "tractor/spawn/forkserver.h"
 
 namespace tractor {
 

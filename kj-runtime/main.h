@@ -11,10 +11,10 @@
 #pragma once
 
 #include <kj/function.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/registrar.h"
-#include "supervise/nursery.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/registrar.h"
+#include "tractor/supervise/nursery.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // The function registry. See module.h.
 
-#include "kj-runtime/module.h"
+#include "tractor/kj-runtime/module.h"
 
 #include <kj/map.h>
 

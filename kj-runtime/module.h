@@ -31,11 +31,11 @@
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
-#include "kj-runtime/context.h"
-#include "kj-runtime/coro.h"
-#include "kj-runtime/errors.h"
-#include "kj-runtime/payload.h"
-#include "kj-runtime/typed-context.h"
+#include "tractor/kj-runtime/context.h"
+#include "tractor/kj-runtime/coro.h"
+#include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/payload.h"
+#include "tractor/kj-runtime/typed-context.h"
 
 namespace tractor {
 

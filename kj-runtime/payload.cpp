@@ -1,6 +1,6 @@
 // The default dynamic payload codec: the non-template parts. See payload.h.
 
-#include "kj-runtime/payload.h"
+#include "tractor/kj-runtime/payload.h"
 
 #include <capnp/capability.h>
 #include <capnp/membrane.h>

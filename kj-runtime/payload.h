@@ -47,7 +47,7 @@
 
 #pragma once
 
-#include "schema/payload.capnp.h"
+#include "tractor/schema/payload.capnp.h"
 #include <kj/array.h>
 #include <kj/common.h>
 #include <kj/exception.h>

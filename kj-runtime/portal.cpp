@@ -1,11 +1,11 @@
 // Portal. See portal.h.
 
-#include "kj-runtime/portal.h"
+#include "tractor/kj-runtime/portal.h"
 
-#include "kj-runtime/actor.h"
-#include "kj-runtime/connection.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/log.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/connection.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/log.h"
 
 namespace tractor {
 

@@ -5,10 +5,10 @@
 #include <kj/async.h>
 #include <kj/refcount.h>
 #include <kj/time.h>
-#include "kj-runtime/errors.h"
-#include "kj-runtime/module.h"
-#include "kj-runtime/payload.h"
-#include "schema/actor.capnp.h"
+#include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/module.h"
+#include "tractor/kj-runtime/payload.h"
+#include "tractor/schema/actor.capnp.h"
 
 namespace tractor {
 

@@ -1,10 +1,10 @@
 // The registrar and discovery. See registrar.h.
 
-#include "kj-runtime/registrar.h"
+#include "tractor/kj-runtime/registrar.h"
 
 #include <kj/debug.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/connection.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/connection.h"
 
 namespace tractor {
 

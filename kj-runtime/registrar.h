@@ -22,8 +22,8 @@
 #pragma once
 
 #include <kj/async.h>
-#include "kj-runtime/address.h"
-#include "kj-runtime/portal.h"
+#include "tractor/kj-runtime/address.h"
+#include "tractor/kj-runtime/portal.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // Revocable capabilities. See revoker.h.
 
-#include "kj-runtime/revoker.h"
+#include "tractor/kj-runtime/revoker.h"
 
 namespace tractor {
 

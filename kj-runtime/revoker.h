@@ -12,7 +12,7 @@
 
 #include <capnp/membrane.h>
 #include <kj/refcount.h>
-#include "kj-runtime/payload.h"
+#include "tractor/kj-runtime/payload.h"
 
 namespace tractor {
 

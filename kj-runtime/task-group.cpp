@@ -1,6 +1,6 @@
 // Task groups, deadlines and shielded cleanup. See task-group.h.
 
-#include "kj-runtime/task-group.h"
+#include "tractor/kj-runtime/task-group.h"
 
 #include <kj/debug.h>
 

@@ -19,7 +19,7 @@
 
 #pragma once
 
-#include "kj-runtime/coro.h"
+#include "tractor/kj-runtime/coro.h"
 
 #include <kj/async.h>
 #include <kj/debug.h>

@@ -35,8 +35,8 @@
 #pragma once
 
 #include <type_traits>
-#include "kj-runtime/context.h"
-#include "kj-runtime/typed.h"
+#include "tractor/kj-runtime/context.h"
+#include "tractor/kj-runtime/typed.h"
 
 namespace tractor {
 

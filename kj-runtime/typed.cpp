@@ -1,6 +1,6 @@
 // Typed payloads: the non-template parts. See typed.h.
 
-#include "kj-runtime/typed.h"
+#include "tractor/kj-runtime/typed.h"
 
 namespace tractor {
 

@@ -25,7 +25,7 @@
 #include <capnp/any.h>
 #include <capnp/schema.h>
 #include <kj/debug.h>
-#include "kj-runtime/payload.h"
+#include "tractor/kj-runtime/payload.h"
 
 namespace tractor {
 

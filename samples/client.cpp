@@ -14,7 +14,7 @@
 // calls them by module and function name.
 
 #include <iostream>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 constexpr kj::Duration FIND_DEADLINE = 5 * kj::SECONDS;
 // How long to wait for "calc" to register.

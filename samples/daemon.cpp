@@ -16,7 +16,7 @@
 
 #include <iostream>
 #include <stdexcept>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 int64_t add(int64_t a, int64_t b) {
   std::cout << "calc: add(" << a << ", " << b << ")" << std::endl;

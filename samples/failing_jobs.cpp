@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 constexpr int64_t JOBS = 4;
 

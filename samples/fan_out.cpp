@@ -10,8 +10,7 @@
 // silently missing items; these three keep pace with each other.
 
 #include <iostream>
-#include "kj-runtime/broadcast.h"
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 constexpr int64_t ITEMS = 50;
 constexpr int CONSUMERS = 3;

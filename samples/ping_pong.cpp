@@ -11,7 +11,7 @@
 // structured unit of concurrency spanning two processes.
 
 #include <iostream>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 constexpr int PINGS = 10;
 

@@ -4,7 +4,7 @@
 #include <unistd.h>
 #include <iostream>
 #include <map>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 kj::String movieTheatreQuestion() {
   return kj::str("A movie theatre is not a place for a question");

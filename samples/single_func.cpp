@@ -5,7 +5,7 @@
 
 #include <unistd.h>
 #include <iostream>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 int64_t childPid() {
   // Runs in the child actor.

@@ -16,7 +16,7 @@
 #include <map>
 #include <regex>
 #include <string>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 #include "samples/typed_protocol.capnp.h"
 
 using tractor::CallerContext;

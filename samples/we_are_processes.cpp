@@ -4,7 +4,7 @@
 #include <unistd.h>
 #include <iostream>
 #include <stdexcept>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 tractor::Task<void> sleepForever() {
   co_await tractor::Actor::current().timer().afterDelay(365 * kj::DAYS);

@@ -4,7 +4,7 @@
 #include <unistd.h>
 #include <iostream>
 #include <vector>
-#include "kj-runtime/main.h"
+#include <tractor/tractor.h>
 
 bool isPrime(uint64_t n) {
   // Deliberately slow trial division, so that the work is worth a process.

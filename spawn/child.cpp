@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-#include "kj-runtime/buffered-stream.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/main.h"
-#include "spawn/exec-spawn.h"
+#include "tractor/kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/main.h"
+#include "tractor/spawn/exec-spawn.h"
 
 namespace tractor {
 

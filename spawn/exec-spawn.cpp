@@ -1,11 +1,11 @@
 // The exec spawn backend. See exec-spawn.h.
 
-#include "spawn/exec-spawn.h"
+#include "tractor/spawn/exec-spawn.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <kj/vector.h>
-#include "kj-runtime/limits.h"
+#include "tractor/kj-runtime/limits.h"
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>

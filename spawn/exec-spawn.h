@@ -3,7 +3,7 @@
 #pragma once
 
 #include <kj/async-io.h>
-#include "spawn/process.h"
+#include "tractor/spawn/process.h"
 
 namespace tractor {
 

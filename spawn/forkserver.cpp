@@ -8,7 +8,7 @@
 // after the re-parenting), then runs the child runtime. The server reaps the intermediate
 // process and replies with the actor's pid only then, so the root can take ownership at once.
 
-#include "spawn/forkserver.h"
+#include "tractor/spawn/forkserver.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +23,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "kj-runtime/limits.h"
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/main.h"
 
 namespace tractor {
 

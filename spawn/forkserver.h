@@ -6,7 +6,7 @@
 #include <kj/memory.h>
 #include <kj/string.h>
 #include <sys/types.h>
-#include "spawn/exec-spawn.h"
+#include "tractor/spawn/exec-spawn.h"
 
 namespace tractor {
 

@@ -1,6 +1,6 @@
 // Child processes through pidfds. See process.h.
 
-#include "spawn/process.h"
+#include "tractor/spawn/process.h"
 
 #include <errno.h>
 #include <kj/debug.h>

@@ -1,6 +1,6 @@
 // The root's orphan reaper. See reaper.h.
 
-#include "spawn/reaper.h"
+#include "tractor/spawn/reaper.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,8 +13,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "kj-runtime/log.h"
-#include "spawn/process.h"
+#include "tractor/kj-runtime/log.h"
+#include "tractor/spawn/process.h"
 
 namespace tractor {
 

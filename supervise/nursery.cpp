@@ -1,6 +1,6 @@
 // The actor nursery. See nursery.h.
 
-#include "supervise/nursery.h"
+#include "tractor/supervise/nursery.h"
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
@@ -8,10 +8,10 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "kj-runtime/buffered-stream.h"
-#include "kj-runtime/limits.h"
-#include "spawn/exec-spawn.h"
-#include "spawn/forkserver.h"
+#include "tractor/kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/spawn/exec-spawn.h"
+#include "tractor/spawn/forkserver.h"
 
 namespace tractor {
 

@@ -44,8 +44,8 @@
 #include <kj/async-io.h>
 #include <kj/refcount.h>
 #include <kj/vector.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/portal.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/portal.h"
 
 namespace tractor {
 

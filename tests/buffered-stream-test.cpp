@@ -7,7 +7,7 @@
 // read them) or a stream of the test's own whose writes finish when the test says so, so every
 // test is deterministic: none sleeps.
 
-#include "kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/buffered-stream.h"
 
 #include <capnp/rpc-twoparty.h>
 #include <doctest/doctest.h>
@@ -16,7 +16,7 @@
 #include <kj/string.h>
 #include <kj/vector.h>
 #include <string>
-#include "schema/actor.capnp.h"
+#include "tractor/schema/actor.capnp.h"
 
 namespace tractor {
 namespace {

@@ -16,9 +16,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdexcept>
-#include "kj-runtime/broadcast.h"
-#include "kj-runtime/main.h"
-#include "spawn/exec-spawn.h"
+#include "tractor/kj-runtime/broadcast.h"
+#include "tractor/kj-runtime/main.h"
+#include "tractor/spawn/exec-spawn.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 

@@ -2,7 +2,7 @@
 // relies upon: cancellation by dropping, exception conversion, flat stacks, TaskSet use,
 // forwarding with `co_return`, move-only results and lazy start.
 
-#include "kj-runtime/coro.h"
+#include "tractor/kj-runtime/coro.h"
 
 #include <doctest/doctest.h>
 #include <kj/async-io.h>

@@ -8,9 +8,9 @@
 #include <doctest/doctest.h>
 #include <string.h>
 #include <unistd.h>
-#include "kj-runtime/limits.h"
-#include "kj-runtime/main.h"
-#include "spawn/exec-spawn.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/main.h"
+#include "tractor/spawn/exec-spawn.h"
 #include "tests/calculator-server.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

@@ -38,8 +38,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "kj-runtime/connection.h"
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/connection.h"
+#include "tractor/kj-runtime/main.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

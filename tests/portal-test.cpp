@@ -5,7 +5,7 @@
 #include <map>
 #include <stdexcept>
 #include <vector>
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/main.h"
 #include "tests/leak-audit.h"
 
 namespace {

@@ -22,8 +22,8 @@
 #include <chrono>
 #include <stdexcept>
 #include <thread>
-#include "kj-runtime/broadcast.h"
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/broadcast.h"
+#include "tractor/kj-runtime/main.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 

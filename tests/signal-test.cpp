@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "kj-runtime/main.h"
-#include "spawn/forkserver.h"
+#include "tractor/kj-runtime/main.h"
+#include "tractor/spawn/forkserver.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
 

@@ -8,9 +8,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include "kj-runtime/main.h"
-#include "spawn/forkserver.h"
-#include "spawn/process.h"
+#include "tractor/kj-runtime/main.h"
+#include "tractor/spawn/forkserver.h"
+#include "tractor/spawn/process.h"
 #include "tests/leak-audit.h"
 
 namespace {

@@ -5,8 +5,8 @@
 #include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
-#include "devx/proctitle.h"
-#include "kj-runtime/main.h"
+#include "tractor/devx/proctitle.h"
+#include "tractor/kj-runtime/main.h"
 #include "tests/death-test.h"
 
 int main(int argc, char** argv) {

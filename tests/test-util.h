@@ -4,7 +4,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
-#include "kj-runtime/main.h"
+#include "tractor/kj-runtime/main.h"
 
 namespace tractor {
 namespace test {

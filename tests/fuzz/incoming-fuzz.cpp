@@ -12,10 +12,10 @@
 #include <kj/debug.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "kj-runtime/actor.h"
-#include "kj-runtime/context.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/log.h"
+#include "tractor/kj-runtime/actor.h"
+#include "tractor/kj-runtime/context.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/log.h"
 
 namespace {
 

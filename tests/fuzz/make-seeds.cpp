@@ -14,10 +14,10 @@
 #include <map>
 #include <string>
 #include <vector>
-#include "kj-runtime/errors.h"
-#include "kj-runtime/limits.h"
-#include "kj-runtime/payload.h"
-#include "schema/actor.capnp.h"
+#include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/payload.h"
+#include "tractor/schema/actor.capnp.h"
 
 namespace {
 

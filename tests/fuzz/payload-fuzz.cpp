@@ -9,8 +9,8 @@
 #include <capnp/serialize.h>
 #include <kj/debug.h>
 #include <string.h>
-#include "kj-runtime/limits.h"
-#include "kj-runtime/payload.h"
+#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/payload.h"
 
 namespace {
 
