@@ -1080,6 +1080,20 @@ void parentExitsCtx(CancelWhen when, bool waitForMsg, bool childSendsFirst) {
   CHECK(acked);
 }
 
+void parentExitsCtxInEveryOrder(CancelWhen when) {
+  // parentExitsCtx() in each order of tractor's parametrisation, one subcase each.
+  bool waitForMsg = false;
+  bool childSendsFirst = false;
+  SUBCASE("the callee receives first") {}
+  SUBCASE("the callee sends first") { childSendsFirst = true; }
+  SUBCASE("the caller waits for a message and the callee receives first") { waitForMsg = true; }
+  SUBCASE("the caller waits for a message and the callee sends first") {
+    waitForMsg = true;
+    childSendsFirst = true;
+  }
+  parentExitsCtx(when, waitForMsg, childSendsFirst);
+}
+
 }  // namespace
 
 TEST_SUITE("multiproc") {
@@ -1380,60 +1394,24 @@ TEST_SUITE("multiproc") {
   TEST_CASE("scenario a caller exits a context without cancelling first") {
     // test_parent_exits_ctx_after_child_enters_stream, use_ctx_cancel_method=False: the callee
     // blocks (its result does not come within 0.5 s), then the caller cancels.
-    bool waitForMsg = false;
-    bool childSendsFirst = false;
-    SUBCASE("the callee receives first") {}
-    SUBCASE("the callee sends first") { childSendsFirst = true; }
-    SUBCASE("the caller waits for a message and the callee receives first") { waitForMsg = true; }
-    SUBCASE("the caller waits for a message and the callee sends first") {
-      waitForMsg = true;
-      childSendsFirst = true;
-    }
-    parentExitsCtx(CancelWhen::NEVER, waitForMsg, childSendsFirst);
+    parentExitsCtxInEveryOrder(CancelWhen::NEVER);
   }
 
   TEST_CASE("scenario a caller cancels its context before opening the stream") {
     // test_parent_exits_ctx_after_child_enters_stream, use_ctx_cancel_method='pre_stream':
     // openStream() after this side's own cancel raises ContextCancelled naming this actor,
     // which the scope absorbs.
-    bool waitForMsg = false;
-    bool childSendsFirst = false;
-    SUBCASE("the callee receives first") {}
-    SUBCASE("the callee sends first") { childSendsFirst = true; }
-    SUBCASE("the caller waits for a message and the callee receives first") { waitForMsg = true; }
-    SUBCASE("the caller waits for a message and the callee sends first") {
-      waitForMsg = true;
-      childSendsFirst = true;
-    }
-    parentExitsCtx(CancelWhen::BEFORE_STREAM, waitForMsg, childSendsFirst);
+    parentExitsCtxInEveryOrder(CancelWhen::BEFORE_STREAM);
   }
 
   TEST_CASE("scenario a caller cancels its context inside the open stream") {
     // test_parent_exits_ctx_after_child_enters_stream, use_ctx_cancel_method='post_stream_open'.
-    bool waitForMsg = false;
-    bool childSendsFirst = false;
-    SUBCASE("the callee receives first") {}
-    SUBCASE("the callee sends first") { childSendsFirst = true; }
-    SUBCASE("the caller waits for a message and the callee receives first") { waitForMsg = true; }
-    SUBCASE("the caller waits for a message and the callee sends first") {
-      waitForMsg = true;
-      childSendsFirst = true;
-    }
-    parentExitsCtx(CancelWhen::STREAM_OPEN, waitForMsg, childSendsFirst);
+    parentExitsCtxInEveryOrder(CancelWhen::STREAM_OPEN);
   }
 
   TEST_CASE("scenario a caller cancels its context after closing the stream") {
     // test_parent_exits_ctx_after_child_enters_stream, use_ctx_cancel_method='post_stream_close'.
-    bool waitForMsg = false;
-    bool childSendsFirst = false;
-    SUBCASE("the callee receives first") {}
-    SUBCASE("the callee sends first") { childSendsFirst = true; }
-    SUBCASE("the caller waits for a message and the callee receives first") { waitForMsg = true; }
-    SUBCASE("the caller waits for a message and the callee sends first") {
-      waitForMsg = true;
-      childSendsFirst = true;
-    }
-    parentExitsCtx(CancelWhen::STREAM_CLOSED, waitForMsg, childSendsFirst);
+    parentExitsCtxInEveryOrder(CancelWhen::STREAM_CLOSED);
   }
 
   TEST_CASE("scenario a caller cancels its context from a task other than the block's") {
