@@ -245,9 +245,6 @@ kj::Promise<void> Actor::wrapTask(kj::Promise<void> task) {
   });
 }
 
-void Actor::LogErrors::taskFailed(kj::Exception&& e) {
-  TRACTOR_LOG(DEBUG, "background message failed: ", e.getDescription());
-}
 
 void Actor::reportDescendant(pid_t pid, bool started, kj::StringPtr socketPath) {
   KJ_IF_MAYBE(reaper, orphanReaper) {

@@ -172,11 +172,7 @@ private:
   // The scope every task of the actor is nested in; `cancel()` cancels it.
   kj::Maybe<kj::ForkedPromise<void>> cancelled;
   kj::Maybe<OrphanReaper&> orphanReaper;
-  class LogErrors final: public kj::TaskSet::ErrorHandler {
-  public:
-    void taskFailed(kj::Exception&& e) override;
-  };
-  LogErrors logErrors;
+  TaskErrorLog logErrors{"background message failed"};
   kj::TaskSet background;
   // Fire-and-forget messages (descendant reports); a failure is logged.
   kj::Maybe<kj::ForkedPromise<void>> mainTask;

@@ -20,10 +20,13 @@ Address Address::parse(kj::StringPtr text) {
   if (text.startsWith("unix:")) {
     address.transport = Transport::UDS;
     address.path = kj::str(text.slice(5));
-    KJ_REQUIRE(address.path.startsWith("/"),
-               "a unix address needs an absolute path (unix:/dir/name.sock)", text);
-    KJ_REQUIRE(address.path.size() < sizeof(sockaddr_un::sun_path),
-               "a unix socket path must be shorter than 108 bytes", text);
+    // KJ_FAIL_REQUIRE: a user reads these (a bad bind or registry address), without the condition.
+    if (!address.path.startsWith("/")) {
+      KJ_FAIL_REQUIRE("a unix address needs an absolute path (unix:/dir/name.sock)", text);
+    }
+    if (address.path.size() >= sizeof(sockaddr_un::sun_path)) {
+      KJ_FAIL_REQUIRE("a unix socket path must be shorter than 108 bytes", text);
+    }
     return address;
   }
   if (text.startsWith("tcp:")) {
@@ -35,9 +38,12 @@ Address Address::parse(kj::StringPtr text) {
       char* end = nullptr;
       errno = 0;
       unsigned long port = strtoul(portText.cStr(), &end, 10);
-      KJ_REQUIRE(portText.size() > 0 && *end == '\0' && errno == 0 && port <= 65535,
-                 "a tcp address needs a port from 0 to 65535 (tcp:host:port)", text);
-      KJ_REQUIRE(address.host.size() > 0, "a tcp address needs a host (tcp:host:port)", text);
+      if (portText.size() == 0 || *end != '\0' || errno != 0 || port > 65535) {
+        KJ_FAIL_REQUIRE("a tcp address needs a port from 0 to 65535 (tcp:host:port)", text);
+      }
+      if (address.host.size() == 0) {
+        KJ_FAIL_REQUIRE("a tcp address needs a host (tcp:host:port)", text);
+      }
       address.port = static_cast<uint16_t>(port);
       return address;
     }
@@ -87,7 +93,11 @@ kj::String runtimeDir() {
   auto dir = (xdg != nullptr && xdg[0] != '\0') ? kj::str(xdg, "/tractor")
                                                 : kj::str("/tmp/tractor-", getuid());
   if (mkdir(dir.cStr(), 0700) < 0 && errno != EEXIST) {
-    KJ_FAIL_SYSCALL("mkdir", errno, dir);
+    int error = errno;
+    kj::throwFatalException(kj::Exception(
+        kj::Exception::Type::FAILED, __FILE__, __LINE__,
+        kj::str("cannot make the actors' socket directory ", dir,
+                " (set XDG_RUNTIME_DIR to a directory of yours): ", strerror(error))));
   }
   struct stat info;
   KJ_SYSCALL(lstat(dir.cStr(), &info), dir);

@@ -35,8 +35,7 @@ kj::Promise<void> Context::Broadcaster::pull() {
 
 void Context::Broadcaster::settle() {
   pulling = false;
-  auto waiting = kj::mv(waiters);
-  for (auto& w: waiting) w->fulfill();
+  _::fulfillAll(waiters);
 }
 
 MsgStream::MsgStream(Context& ctx): ctx(ctx) {}

@@ -180,6 +180,7 @@ kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address) {
     return kj::evalNow([&]() { return sendHello(s, actor, false); })
         .then([&s]() { return receiveHello(s); })
         .then([&actor, stream = kj::mv(stream)](Greeting&& greeting) mutable {
+          TRACTOR_LOG(DEBUG, "connected to ", greeting.id);
           return kj::refcounted<PeerConnection>(actor, kj::mv(stream), kj::mv(greeting.id),
                                                 greeting.isRegistrar, false);
         });
@@ -234,9 +235,6 @@ Listener::~Listener() noexcept(false) {
   if (bound.transport == Transport::UDS) unlink(bound.path.cStr());
 }
 
-void Listener::LogErrors::taskFailed(kj::Exception&& e) {
-  TRACTOR_LOG(DEBUG, "dropped an incoming connection: ", e.getDescription());
-}
 
 kj::Promise<void> Listener::acceptLoop() {
   return receiver->accept().then([this](kj::Own<kj::AsyncIoStream>&& stream) {

@@ -15,6 +15,7 @@
 #include <kj/refcount.h>
 #include "tractor/kj-runtime/address.h"
 #include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/log.h"
 #include "tractor/kj-runtime/portal.h"
 
 namespace tractor {
@@ -95,11 +96,7 @@ private:
   Actor& actor;
   kj::Own<kj::ConnectionReceiver> receiver;
   Address bound;
-  class LogErrors final: public kj::TaskSet::ErrorHandler {
-  public:
-    void taskFailed(kj::Exception&& e) override;
-  };
-  LogErrors logErrors;
+  TaskErrorLog logErrors{"dropped an incoming connection"};
   kj::TaskSet tasks;
 
   kj::Promise<void> acceptLoop();

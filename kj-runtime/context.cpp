@@ -23,10 +23,7 @@ constexpr kj::Duration FINISH_TIMEOUT = 1 * kj::SECONDS;
 
 kj::Exception contextError(kj::StringPtr message) { return typedError(CONTEXT_ERROR, message); }
 
-void fulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiters) {
-  auto waiting = kj::mv(waiters);
-  for (auto& w: waiting) w->fulfill();
-}
+using _::fulfillAll;
 
 kj::Maybe<const PayloadType&> slot(const kj::Maybe<PayloadType>& type) {
   KJ_IF_MAYBE(t, type) {
@@ -168,9 +165,6 @@ Context::Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
 
 Context::~Context() noexcept(false) { static_cast<ContextScope&>(*taskScope).ctx = nullptr; }
 
-void Context::LogErrors::taskFailed(kj::Exception&& e) {
-  TRACTOR_LOG(DEBUG, "context message failed: ", e.getDescription());
-}
 
 kj::Maybe<const ActorId&> Context::canceller() const {
   KJ_IF_MAYBE(c, canceller_) {
@@ -217,6 +211,7 @@ kj::Promise<void> Context::started(Value value) {
     return kj::mv(*e);
   }
   startedCalled = true;
+  TRACTOR_LOG(TRACE, "started value to ", peerId);
   auto request = KJ_ASSERT_NONNULL(peerCap).startedRequest();
   request.setValue(guard(kj::mv(value)).reader());
   request.setCallee(serve());
@@ -484,6 +479,7 @@ PayloadLimit::~PayloadLimit() noexcept(false) {
 void Context::peerStarted(Value value, schema::ContextPeer::Client callee,
                           schema::ReceiveWindow::Reader window) {
   if (side_ != Side::CALLER || scopeDone || peerCap != nullptr) return;
+  TRACTOR_LOG(TRACE, "started value from ", peerId);
   peerCap = kj::mv(callee);
   peerReceiving = windowOptions(window);
   KJ_IF_MAYBE(w, startedWaiter) {
@@ -662,6 +658,7 @@ void Context::deliver(capnp::List<schema::Value>::Reader items,
                       kj::Promise<void>& stall) {
   // Ignored: after this side's scope, after its stream closed, while draining for the result.
   if (scopeDone || draining || localClosed || (streamOpened && !streamOpen)) return;
+  TRACTOR_LOG(TRACE, "stream batch of ", items.size(), " items from ", peerId);
   setWindow(results.initWindow(), receiving);
   KJ_IF_MAYBE(e, typeRefusal) {
     boxError(results.initRefused(), *e, self);
@@ -819,6 +816,7 @@ void Context::flush() {
     while (count < outbox.size() && count < limit && words < MAX_BATCH_WORDS) {
       words += outbox[count++].reader().totalSize().wordCount;
     }
+    TRACTOR_LOG(TRACE, "stream batch of ", count, " items to ", peerId);
     auto request = peer.sendRequest(capnp::MessageSize{words + count * 4 + 16, 0});
     auto items = request.initItems(count);
     for (uint i = 0; i < count; i++) items.setWithCaveats(i, outbox[i].reader());
@@ -946,6 +944,7 @@ Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
     }
   };
   auto& c = *ctx;
+  TRACTOR_LOG(DEBUG, "context with ", c.peerId, " opened");
   Exit exit{kj::addRef(c)};
   // Owned by the context, so `c` outlives it. The call returns once the callee's outcome was
   // delivered; it fails when the connection is lost.
@@ -959,14 +958,17 @@ Task<void> runCallerContext(kj::Own<Context> ctx, kj::Promise<void> call,
   exit.ctx = nullptr;
   c.endScope();
   KJ_IF_MAYBE(e, error) {
+    TRACTOR_LOG(DEBUG, "context with ", c.peerId, " closed: ", e->getDescription());
     kj::throwFatalException(kj::mv(*e));
   }
+  TRACTOR_LOG(DEBUG, "context with ", c.peerId, " closed");
 }
 
 kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> task,
                                    schema::ContextPeer::Client caller,
                                    kj::Function<kj::Promise<Value>(Context&)> start) {
   auto& c = *ctx;
+  TRACTOR_LOG(DEBUG, "context task for ", c.peerId, " started");
   c.peerCap = caller;
   auto& scope = *task;
   c.task = kj::mv(task);
@@ -1004,6 +1006,7 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> ta
                       e.getDescription());
           boxError(request.initOutcome().initError(), e, ctx->self);
         }
+        TRACTOR_LOG(DEBUG, "context task for ", ctx->peerId, " ended");
         ctx->outcome_ = kj::mv(outcome);
         ctx->endScope();
         // Delivered even when the actor is being cancelled: its cancel waits for this.

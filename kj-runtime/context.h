@@ -98,6 +98,7 @@
 #include <kj/time.h>
 #include <deque>
 #include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/log.h"
 #include "tractor/kj-runtime/payload.h"
 #include "tractor/kj-runtime/revoker.h"
 #include "tractor/kj-runtime/task-group.h"
@@ -382,11 +383,7 @@ private:
   // Current while this side's user code runs (`currentContext()`); forgets this context when it
   // is destroyed.
 
-  class LogErrors final: public kj::TaskSet::ErrorHandler {
-  public:
-    void taskFailed(kj::Exception&& e) override;
-  };
-  LogErrors logErrors;
+  TaskErrorLog logErrors{"context message failed"};
   kj::TaskSet tasks;
 
   friend class Portal;

@@ -5,6 +5,7 @@
 #include <cxxabi.h>
 #include <stdlib.h>
 #include <exception>
+#include <string>
 #include <typeinfo>
 
 namespace tractor {
@@ -45,13 +46,42 @@ TaskScope::Enter::~Enter() noexcept { _::currentTaskScope = saved; }
 
 namespace {
 
+void replaceAll(std::string& text, const std::string& from, const std::string& to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+}
+
+void dropAllocators(std::string& text) {
+  // "std::vector<long, std::allocator<long> >" -> "std::vector<long>": the default allocator
+  // argument, which every standard container spells out, says nothing to a reader.
+  const std::string marker = ", std::allocator<";
+  for (size_t at = text.find(marker); at != std::string::npos; at = text.find(marker, at)) {
+    size_t end = at + marker.size();
+    for (int depth = 1; end < text.size() && depth > 0; end++) {
+      if (text[end] == '<') depth++;
+      if (text[end] == '>') depth--;
+    }
+    // Also the space g++ puts before the closing bracket of the container ("> >").
+    if (end < text.size() && text[end] == ' ') end++;
+    text.erase(at, end - at);
+  }
+}
+
 kj::String demangle(const char* mangled) {
+  // The type as its user wrote it: "std::string", not "std::__cxx11::basic_string<char,
+  // std::char_traits<char>, std::allocator<char> >".
   int status = 0;
   char* name = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   if (status != 0 || name == nullptr) return kj::str(mangled);
-  auto result = kj::str(name);
+  std::string text = name;
   free(name);
-  return result;
+  replaceAll(text, "std::__cxx11::", "std::");
+  replaceAll(text, "std::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+             "std::string");
+  replaceAll(text, "std::basic_string_view<char, std::char_traits<char> >", "std::string_view");
+  dropAllocators(text);
+  return kj::str(text.c_str());
 }
 
 }  // namespace

@@ -246,6 +246,10 @@ kj::Exception RemoteActorError::toException() const {
   return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::mv(desc));
 }
 
+bool isError(const kj::Exception& e, kj::StringPtr typeName) {
+  return errorTypeName(e) == typeName || isRemoteError(e, typeName);
+}
+
 bool isRemoteError(const kj::Exception& e, kj::StringPtr boxedType) {
   KJ_IF_MAYBE(r, RemoteActorError::from(e)) {
     return r->boxedType == boxedType || r->srcType == boxedType;

@@ -42,6 +42,9 @@ constexpr kj::StringPtr FUNCTION_NOT_FOUND = "tractor::FunctionNotFound"_kj;
 // An enabled module has no function of that name.
 constexpr kj::StringPtr BAD_ARGUMENTS = "tractor::BadArguments"_kj;
 // The arguments of a call did not convert to the function's parameters.
+constexpr kj::StringPtr BAD_RESULT = "tractor::BadResult"_kj;
+// A call's result did not convert to the type the caller asked for (`run<T>()`,
+// `waitForResult<T>()`).
 constexpr kj::StringPtr CONTEXT_CANCELLED = "tractor::ContextCancelled"_kj;
 // A remote task was cancelled (its actor was cancelled, or its caller went away).
 constexpr kj::StringPtr TRANSPORT_CLOSED = "tractor::TransportClosed"_kj;
@@ -50,7 +53,7 @@ constexpr kj::StringPtr NO_RUNTIME = "tractor::NoRuntime"_kj;
 // A runtime API was used in a thread with no actor running.
 constexpr kj::StringPtr ACTOR_TOO_SLOW = "tractor::ActorTooSlowError"_kj;
 // A peer did not acknowledge a cancel request in time.
-constexpr kj::StringPtr TOO_SLOW = "TooSlowError"_kj;
+constexpr kj::StringPtr TOO_SLOW = "tractor::TooSlowError"_kj;
 // A deadline (`failAfter`) passed.
 constexpr kj::StringPtr NO_RESULT = "tractor::NoResult"_kj;
 // `waitForResult()` on an actor without a main task.
@@ -77,6 +80,23 @@ constexpr kj::StringPtr CONTEXT_ERROR = "tractor::ContextError"_kj;
 // a stream opened before `started()`, a context function called with `run()`, ...).
 constexpr kj::StringPtr ERROR_GROUP = "tractor::ErrorGroup"_kj;
 // Several errors at once: a nursery whose block and children failed (see `ErrorGroup`).
+constexpr kj::StringPtr ACTOR_FAILURE = "tractor::ActorFailure"_kj;
+// A child process ended without being asked to.
+constexpr kj::StringPtr MESSAGE_TOO_LARGE = "tractor::MessageTooLarge"_kj;
+// A message beyond its connection's `maxWords` (limits.h) that capnp refused to send (the
+// sender's limits are the receiver's, so it never leaves): raised at the caller, for its
+// arguments or the callee's answer. The connection stays up.
+constexpr kj::StringPtr MESSAGE_TOO_DEEP = "tractor::MessageTooDeep"_kj;
+// A received message nested deeper than its connection's `nestingLimit`, found while reading it.
+
+bool isError(const kj::Exception& e, kj::StringPtr typeName);
+// True when `e` is an error of the named type (one of the names above, or the C++ type name of
+// anything a remote function threw, such as "std::invalid_argument"), raised here or in another
+// actor and relayed any number of hops:
+//
+//     catch (const kj::Exception& e) {
+//       if (tractor::isError(e, tractor::STREAM_OVERRUN)) { ... }
+//     }
 
 kj::Exception typedError(kj::StringPtr typeName, kj::StringPtr message,
                          kj::Exception::Type type = kj::Exception::Type::FAILED);

@@ -39,12 +39,16 @@ kj::String newUuid() {
 }
 
 void validateActorName(kj::StringPtr name) {
-  KJ_REQUIRE(name.size() > 0 && name.size() <= 64,
-             "an actor name must have 1 to 64 characters", name);
+  // Checked with KJ_FAIL_REQUIRE, so that the message a user reads is not led by the condition.
+  if (name.size() == 0 || name.size() > 64) {
+    KJ_FAIL_REQUIRE("an actor name must have 1 to 64 characters", name.size());
+  }
   for (char c: name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '.' || c == '-';
-    KJ_REQUIRE(ok, "an actor name may only contain letters, digits, '_', '.' and '-'", name);
+    if (!ok) {
+      KJ_FAIL_REQUIRE("an actor name may only contain letters, digits, '_', '.' and '-'", name);
+    }
   }
 }
 

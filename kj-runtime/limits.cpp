@@ -44,13 +44,18 @@ MessageLimits MessageLimits::parse(kj::StringPtr text) {
 }
 
 void MessageLimits::validate() const {
-  KJ_REQUIRE(maxWords >= MIN_MAX_WORDS, "maxWords is too small for the runtime's own messages",
-             maxWords, MIN_MAX_WORDS);
-  KJ_REQUIRE(nestingLimit >= MIN_NESTING_LIMIT,
-             "nestingLimit is too small for the runtime's own messages", nestingLimit,
-             MIN_NESTING_LIMIT);
-  KJ_REQUIRE(nestingLimit <= MAX_NESTING_LIMIT, "nestingLimit is too large", nestingLimit,
-             MAX_NESTING_LIMIT);
+  // KJ_FAIL_REQUIRE: a user reads these (RootOptions::withMessageLimits), without the condition.
+  if (maxWords < MIN_MAX_WORDS) {
+    KJ_FAIL_REQUIRE("maxWords is too small for the runtime's own messages", maxWords,
+                    MIN_MAX_WORDS);
+  }
+  if (nestingLimit < MIN_NESTING_LIMIT) {
+    KJ_FAIL_REQUIRE("nestingLimit is too small for the runtime's own messages", nestingLimit,
+                    MIN_NESTING_LIMIT);
+  }
+  if (nestingLimit > MAX_NESTING_LIMIT) {
+    KJ_FAIL_REQUIRE("nestingLimit is too large", nestingLimit, MAX_NESTING_LIMIT);
+  }
 }
 
 const MessageLimits& messageLimits() { return currentLimits; }

@@ -45,12 +45,7 @@ constexpr uint32_t MAX_NESTING_LIMIT = 1024;
 // Readers of nested values (capnp's copy, `describeValue`, decoders) recurse once per level: the
 // ceiling keeps that recursion far from the end of an 8 MiB stack.
 
-constexpr kj::StringPtr MESSAGE_TOO_LARGE = "tractor::MessageTooLarge"_kj;
-// A message beyond `maxWords` that capnp refused to send (the sender's limits are the
-// receiver's, so it never leaves): raised at the caller, for its arguments or the callee's
-// answer. The connection stays up.
-constexpr kj::StringPtr MESSAGE_TOO_DEEP = "tractor::MessageTooDeep"_kj;
-// A received message nested deeper than `nestingLimit`, found while reading it.
+// The errors these limits raise, MESSAGE_TOO_LARGE and MESSAGE_TOO_DEEP, are in errors.h.
 
 constexpr const char* MESSAGE_LIMITS_ENV = "TRACTOR_MESSAGE_LIMITS";
 // "<maxWords>:<nestingLimit>", set by the runtime in a child's environment. Not a user setting:

@@ -83,6 +83,10 @@ void logLine(LogLevel level, const char* file, int line, kj::StringPtr text) {
   }
 }
 
+void TaskErrorLog::taskFailed(kj::Exception&& e) {
+  TRACTOR_LOG(DEBUG, what, ": ", e.getDescription());
+}
+
 void LogSink::logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
                          kj::String&& text) {
   (void)contextDepth;
@@ -94,6 +98,11 @@ void LogSink::logMessage(kj::LogSeverity severity, const char* file, int line, i
     case kj::LogSeverity::FATAL: level = LogLevel::ERROR; break;
     case kj::LogSeverity::DBG: level = LogLevel::DEBUG; break;
     default: level = LogLevel::INFO; break;
+  }
+  if (level == LogLevel::INFO && strstr(file, "capnp/") != nullptr) {
+    // Cap'n Proto's own notes on its connections ("returning failure over rpc" as each one is
+    // torn down, ...) are the runtime's business, not the user's: shown from `debug` on.
+    level = LogLevel::DEBUG;
   }
   if (!logEnabled(level)) return;
   // KJ ends its text with a newline; ours adds one.

@@ -9,6 +9,7 @@
 
 #pragma once
 
+#include <kj/async.h>
 #include <kj/string.h>
 #include <kj/exception.h>
 
@@ -35,6 +36,18 @@ class LogSink final: public kj::ExceptionCallback {
 public:
   void logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
                   kj::String&& text) override;
+};
+
+class TaskErrorLog final: public kj::TaskSet::ErrorHandler {
+  // The error handler of a kj::TaskSet whose tasks may fail without harm (fire-and-forget
+  // messages, connections that never said hello): each failure is logged at `debug`, as
+  // "<what>: <description>". `what` must outlive the handler (a string literal).
+public:
+  explicit TaskErrorLog(kj::StringPtr what): what(what) {}
+  void taskFailed(kj::Exception&& e) override;
+
+private:
+  kj::StringPtr what;
 };
 
 }  // namespace tractor

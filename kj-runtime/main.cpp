@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include "tractor/devx/proctitle.h"
 #include "tractor/kj-runtime/connection.h"
@@ -189,13 +190,30 @@ int reportResult(const RootResult& result) {
       fprintf(stderr, "error: %s: %s\n  raised in actor %s\n%s\n", remote->boxedType.cStr(),
               remote->message.cStr(), remote->src.toString().cStr(),
               remote->remoteStack.cStr());
+    } else if (strcmp(e->getFile(), CXX_EXCEPTION_FILE) == 0) {
+      // A C++ exception or a typed error: "<type>: <message>" says it all.
+      fprintf(stderr, "error: %s\n", e->getDescription().cStr());
     } else {
-      fprintf(stderr, "error: %s\n", kj::str(*e).cStr());
+      // A check of the runtime's or of KJ's: what it says, then where it failed.
+      fprintf(stderr, "error: %s\n  at %s:%d\n", e->getDescription().cStr(), e->getFile(),
+              e->getLine());
     }
     return 1;
   }
   if (result.signal != 0) return 128 + result.signal;
   return 0;
+}
+
+RootResult runRootReporting(RootOptions options, kj::Function<kj::Promise<void>()> rootFn) {
+  // runRoot(), with what it refuses to start with (bad options, an unusable runtime directory)
+  // as the result's error: a message and exit status 1, never an abort.
+  RootResult result;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+        result = runRoot(kj::mv(options), kj::mv(rootFn));
+      })) {
+    result.error = kj::mv(*e);
+  }
+  return result;
 }
 
 }  // namespace
@@ -204,14 +222,14 @@ int mainWithRoot(int argc, char** argv, RootOptions options,
                  kj::Function<kj::Promise<void>()> rootFn) {
   initProcessTitle(argc, argv);
   if (isChildProcess()) return childMain();
-  return reportResult(runRoot(kj::mv(options), kj::mv(rootFn)));
+  return reportResult(runRootReporting(kj::mv(options), kj::mv(rootFn)));
 }
 
 int runDaemon(int argc, char** argv, RootOptions options) {
   initProcessTitle(argc, argv);
   if (isChildProcess()) return childMain();
   options.handleSignals = true;
-  auto result = runRoot(kj::mv(options), []() -> kj::Promise<void> {
+  auto result = runRootReporting(kj::mv(options), []() -> kj::Promise<void> {
     KJ_IF_MAYBE(address, Actor::current().address()) {
       TRACTOR_LOG(INFO, "serving at ", *address);
     }

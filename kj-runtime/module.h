@@ -284,7 +284,10 @@ const FunctionInfo& requireExposed(R (*fn)(Params...)) {
   KJ_IF_MAYBE(info, findFunction(reinterpret_cast<ErasedFunction>(fn))) {
     return *info;
   }
-  KJ_FAIL_REQUIRE("function is not exposed: register it with TRACTOR_EXPOSE(module, function)");
+  kj::throwFatalException(typedError(
+      FUNCTION_NOT_FOUND,
+      kj::str("the function of type ", demangledTypeName(typeid(fn)), " is not exposed: "
+              "register it with TRACTOR_EXPOSE(module, function)")));
 }
 
 }  // namespace tractor

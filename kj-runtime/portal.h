@@ -91,7 +91,9 @@ T decodeResult(Value&& value, Describe&& what) {
       return value.as<T>();
     } catch (const kj::Exception& e) {
       kj::throwFatalException(
-          typedError(BAD_ARGUMENTS, kj::str("result of ", what(), ": ", e.getDescription())));
+          typedError(BAD_RESULT, kj::str("the result of ", what(), " is not a ",
+                                         demangledTypeName(typeid(T)), ": ",
+                                         e.getDescription())));
     }
   }
 }

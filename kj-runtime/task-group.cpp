@@ -8,7 +8,7 @@ namespace tractor {
 
 namespace {
 
-constexpr char TOO_SLOW_PREFIX[] = "TooSlowError: ";
+constexpr char TOO_SLOW_PREFIX[] = "tractor::TooSlowError: ";
 // How the description of the exception raised by `failAfter` starts: the type name `TOO_SLOW` of
 // errors.h, then the separator of typed errors.
 
@@ -16,6 +16,11 @@ thread_local ShieldKeeper* threadKeeper = nullptr;
 // The ShieldKeeper installed on this thread, if any.
 
 }  // namespace
+
+void _::fulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiters) {
+  auto waiting = kj::mv(waiters);
+  for (auto& w: waiting) w->fulfill();
+}
 
 // =======================================================================================
 // TaskGroup
@@ -370,8 +375,7 @@ void CancelScope::settle(kj::Maybe<kj::Exception> cleanupError) {
   } else {
     if (result->isWaiting()) result->reject(kj::cp(KJ_ASSERT_NONNULL(reason)));
   }
-  auto waiting = kj::mv(doneWaiters);
-  for (auto& w: waiting) w->fulfill();
+  _::fulfillAll(doneWaiters);
 }
 
 void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
@@ -386,8 +390,7 @@ void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
   }
   // The task's promise (and its frames, which hold this scope) is released when the result is
   // (resultDropped()), never from inside its own continuation.
-  auto waiting = kj::mv(doneWaiters);
-  for (auto& w: waiting) w->fulfill();
+  _::fulfillAll(doneWaiters);
 }
 
 void CancelScope::release() {
@@ -436,8 +439,7 @@ void CancelScope::abortNested() {
         child.result->reject(child.reason == nullptr ? child.abandoned()
                                                      : kj::cp(KJ_ASSERT_NONNULL(child.reason)));
       }
-      auto waiting = kj::mv(child.doneWaiters);
-      for (auto& w: waiting) w->fulfill();
+      _::fulfillAll(child.doneWaiters);
     }
   }
 }

@@ -45,6 +45,10 @@ class CleanupWatch;
 template <typename T>
 using PromisedType = typename Unpromised_<std::decay_t<T>>::Type;
 // T, for a function returning kj::Promise<T> or Task<T>.
+
+void fulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiters);
+// Wakes every waiter, in the order they came, and leaves `waiters` empty (a waiter woken may
+// add itself again: it joins the next round).
 }  // namespace _
 
 class ShieldKeeper;
@@ -198,9 +202,9 @@ kj::Promise<T> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<T> 
 kj::Promise<void> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<void> promise);
 // Like trio's `fail_after`: as `moveOnAfter`, but a missed deadline cancels the work and rejects
 // the promise with an OVERLOADED kj::Exception whose description is
-// "TooSlowError: deadline of <timeout> exceeded": a typed error of type "TooSlowError" (file
-// `CXX_EXCEPTION_FILE`, see errors.h). See `isTooSlowError`. The void overload takes a
-// `Task<void>` directly.
+// "tractor::TooSlowError: deadline of <timeout> exceeded": a typed error of type
+// "tractor::TooSlowError" (file `CXX_EXCEPTION_FILE`, see errors.h). See `isTooSlowError`. The
+// void overload takes a `Task<void>` directly.
 
 bool isTooSlowError(const kj::Exception& exception);
 // True if `exception` is the deadline error raised by `failAfter`.

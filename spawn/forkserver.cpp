@@ -149,8 +149,12 @@ bool forkServerRequested(kj::Maybe<kj::StringPtr> configured) {
     if (method == nullptr) method = c->cStr();
   }
   if (method == nullptr || strcmp(method, "exec") == 0) return false;
-  KJ_REQUIRE(strcmp(method, "forkserver") == 0,
-             "unknown spawn method in TRACTOR_SPAWN_METHOD (use exec or forkserver)", method);
+  if (strcmp(method, "forkserver") != 0) {
+    kj::throwFatalException(kj::Exception(
+        kj::Exception::Type::FAILED, __FILE__, __LINE__,
+        kj::str("unknown spawn method '", method, "' (TRACTOR_SPAWN_METHOD or "
+                "RootOptions::spawnMethod): use exec or forkserver")));
+  }
   return true;
 }
 

@@ -58,9 +58,6 @@ constexpr kj::Duration FAILURE_GRACE = 1 * kj::SECONDS;
 // After a child's failure, how long the `runInActor` children still running have to end on
 // their own (their failures join the group) before they are cancelled.
 
-constexpr kj::StringPtr ACTOR_FAILURE = "tractor::ActorFailure"_kj;
-// A child process ended without being asked to.
-
 class ActorNursery final: public kj::Refcounted {
   // Owns the child actors spawned in one `openNursery()` block. Obtained only through
   // `openNursery()`; valid until the block's promise completes, or longer through `addRef()`.

@@ -43,6 +43,12 @@ TRACTOR_EXPOSE(portal_test, table);
 void fail(kj::String why) { throw std::runtime_error(why.cStr()); }
 TRACTOR_EXPOSE(portal_test, fail);
 
+uint64_t length(std::string text) { return text.size(); }
+TRACTOR_EXPOSE(portal_test, length);
+
+int64_t hidden(int64_t x) { return x; }
+// Not exposed.
+
 Task<int64_t> slowDouble(int64_t x) {
   co_await tractor::Actor::current().timer().afterDelay(10 * kj::MILLISECONDS);
   co_return x * 2;
@@ -193,6 +199,30 @@ TEST_SUITE("multiproc") {
     CHECK(contains(wrongCount.getDescription(), "takes 2 argument"));
   }
 
+  TEST_CASE("BadArguments spells standard types as they are written") {
+    auto text = remoteFailure(
+        [](Portal& p) { return p.run("portal_test", "length", 5).ignoreResult(); });
+    CHECK_MESSAGE(contains(text.getDescription(), "argument 1 (std::string) of portal_test.length"),
+                  text.getDescription().cStr());
+    auto list = remoteFailure(
+        [](Portal& p) { return p.run("portal_test", "greet", "Kim", "many").ignoreResult(); });
+    CHECK_MESSAGE(contains(list.getDescription(), "(std::vector<long>)"),
+                  list.getDescription().cStr());
+    for (const kj::Exception* e: {&text, &list}) {
+      CHECK(!contains(e->getDescription(), "__cxx11"));
+      CHECK(!contains(e->getDescription(), "allocator"));
+    }
+  }
+
+  TEST_CASE("running a function that was never exposed names its type") {
+    auto e = remoteFailure(
+        [](Portal& p) { return kj::evalNow([&]() { return p.run(hidden, 1).ignoreResult(); }); });
+    CHECK(tractor::isError(e, tractor::FUNCTION_NOT_FOUND));
+    CHECK_MESSAGE(
+        contains(e.getDescription(), "the function of type long (*)(long) is not exposed"),
+        e.getDescription().cStr());
+  }
+
   TEST_CASE("starting an actor with bad options fails clearly and leaves nothing behind") {
     kj::Vector<kj::String> errors;
     inRoot([&]() {
@@ -215,7 +245,10 @@ TEST_SUITE("multiproc") {
   TEST_CASE("a result that does not convert is a clear error at the caller") {
     auto e = remoteFailure(
         [](Portal& p) { return p.run<kj::String>("portal_test", "add", 1, 2).ignoreResult(); });
-    CHECK(contains(e.getDescription(), "result of portal_test.add"));
+    CHECK(tractor::isError(e, tractor::BAD_RESULT));
+    CHECK(!tractor::isError(e, tractor::BAD_ARGUMENTS));
+    CHECK_MESSAGE(contains(e.getDescription(), "the result of portal_test.add is not a kj::String"),
+                  e.getDescription().cStr());
   }
 
   TEST_CASE("run in actor result and waitForResult after the scope ended") {

@@ -504,7 +504,7 @@ TEST_CASE("failAfter raises TooSlowError and cancels the work") {
   KJ_IF_MAYBE(exception, kj::runCatchingExceptions([&]() { result.wait(time.waitScope); })) {
     INFO("description: ", exception->getDescription().cStr());
     CHECK((exception->getType() == kj::Exception::Type::OVERLOADED));
-    CHECK(exception->getDescription() == "TooSlowError: deadline of 10ms exceeded");
+    CHECK(exception->getDescription() == "tractor::TooSlowError: deadline of 10ms exceeded");
     CHECK(kj::StringPtr(exception->getFile()) == CXX_EXCEPTION_FILE);
     CHECK(isTooSlowError(*exception));
   } else {

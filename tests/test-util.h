@@ -15,10 +15,7 @@ inline kj::Promise<kj::Maybe<kj::Exception>> errorOf(kj::Promise<void> promise) 
                       [](kj::Exception&& e) -> kj::Maybe<kj::Exception> { return kj::mv(e); });
 }
 
-inline bool isError(const kj::Exception& e, kj::StringPtr type) {
-  // True when `e` is of `type`, whether raised here or in another actor (also relayed).
-  return tractor::errorTypeName(e) == type || tractor::isRemoteError(e, type);
-}
+using tractor::isError;
 
 inline bool raised(const kj::Maybe<kj::Exception>& error, kj::StringPtr type) {
   KJ_IF_MAYBE(e, error) {
