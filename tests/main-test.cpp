@@ -104,12 +104,26 @@ kj::String outputOf(tractor::test::ScenarioProcess& p) {
   return kj::strArray(lines, "\n");
 }
 
-void checkRefused(kj::StringPtr scenario, kj::StringPtr expected) {
-  // The scenario exits with status 1, its first line is "error: ..." and says `expected`.
+struct Ended {
+  int status;
+  kj::String output;
+};
+
+Ended runAudited(kj::StringPtr scenario) {
+  // Runs the scenario to its end, with the leak audit after.
   tractor::test::LeakAudit audit;
   tractor::test::ScenarioProcess p(scenario);
   auto output = outputOf(p);
   int status = p.wait();
+  audit.check();
+  return {status, kj::mv(output)};
+}
+
+void checkRefused(kj::StringPtr scenario, kj::StringPtr expected) {
+  // The scenario exits with status 1, its first line is "error: ..." and says `expected`.
+  auto ended = runAudited(scenario);
+  int status = ended.status;
+  kj::StringPtr output = ended.output;
   INFO(scenario.cStr(), ": ", tractor::test::describeStatus(status).cStr(), "\n", output.cStr());
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 1);
@@ -117,18 +131,13 @@ void checkRefused(kj::StringPtr scenario, kj::StringPtr expected) {
   CHECK(tractor::test::contains(output, expected));
   CHECK(!tractor::test::contains(output, "(C++ exception):0:"));
   CHECK(!tractor::test::contains(output, "terminate called"));
-  audit.check();
 }
 
 kj::String logOf(kj::StringPtr scenario) {
   // What the scenario logged; it must succeed and leave nothing behind.
-  tractor::test::LeakAudit audit;
-  tractor::test::ScenarioProcess p(scenario);
-  auto output = outputOf(p);
-  int status = p.wait();
-  CHECK_MESSAGE(tractor::test::describeStatus(status) == "exit 0", output.cStr());
-  audit.check();
-  return output;
+  auto ended = runAudited(scenario);
+  CHECK_MESSAGE(tractor::test::describeStatus(ended.status) == "exit 0", ended.output.cStr());
+  return kj::mv(ended.output);
 }
 
 }  // namespace
