@@ -4,7 +4,6 @@
 
 #include <kj/debug.h>
 #include <string.h>
-#include "tractor/kj-runtime/task-group.h"
 
 namespace tractor {
 
@@ -63,18 +62,7 @@ kj::Promise<void> BufferedStream::afterBuffering() {
     // that everything this burst of work writes joins the one write, and in the order the
     // streams were written to (what was sent first leaves first). A finished task is replaced by
     // the next burst's (never destroyed inside itself).
-    flushTask = whenIdle().then([this]() { return flush(); })
-                    .then([]() {},
-                          [this](kj::Exception&& e) {
-                            flushing = false;
-                            writeError = kj::cp(e);
-                            KJ_IF_MAYBE(f, flushedFulfiller) {
-                              (*f)->reject(kj::mv(e));
-                            }
-                            flushedFulfiller = nullptr;
-                            if (shutdownRequested) inner->shutdownWrite();
-                          })
-                    .eagerlyEvaluate(nullptr);
+    arm();
   }
   if (pending.size() + inFlight.size() <= HIGH_WATER) return kj::READY_NOW;
   if (flushed == nullptr) {
@@ -83,6 +71,21 @@ kj::Promise<void> BufferedStream::afterBuffering() {
     flushed = paf.promise.fork();
   }
   return KJ_ASSERT_NONNULL(flushed).addBranch();
+}
+
+void BufferedStream::idle() {
+  flushTask = kj::evalNow([this]() { return flush(); })
+                  .then([]() {},
+                        [this](kj::Exception&& e) {
+                          flushing = false;
+                          writeError = kj::cp(e);
+                          KJ_IF_MAYBE(f, flushedFulfiller) {
+                            (*f)->reject(kj::mv(e));
+                          }
+                          flushedFulfiller = nullptr;
+                          if (shutdownRequested) inner->shutdownWrite();
+                        })
+                  .eagerlyEvaluate(nullptr);
 }
 
 kj::Promise<void> BufferedStream::flush() {

@@ -5,18 +5,19 @@
 
 #include <kj/async-io.h>
 #include <kj/vector.h>
+#include "tractor/kj-runtime/task-group.h"
 
 namespace tractor {
 
-class BufferedStream final: public kj::AsyncIoStream {
+class BufferedStream final: public kj::AsyncIoStream, private IdleHook {
   // Cap'n Proto 0.9.2 reads every message in two or three small reads (segment table, then body)
   // and writes every message (Call, Return, Finish) with its own system call. Under the two-party
   // network this wrapper turns that into about one read per burst of incoming messages and one
   // write per burst of outgoing ones.
   //
   // Writes are buffered and acknowledged at once; the buffer is flushed when the event loop has
-  // nothing else to run and is about to wait for I/O (`kj::evalLast`), so every message produced
-  // in the same burst leaves together, and a lone message waits for no timer. Past HIGH_WATER
+  // nothing else to run and is about to wait for I/O (an `IdleHook`), so every message produced
+  // in the same burst leaves together, streams in the order they were written to, and a lone message waits for no timer. Past HIGH_WATER
   // buffered bytes a write waits for the flush, which keeps flow control (the peer's reading
   // pace) intact. A write error is kept and raised by every later write.
   //
@@ -66,6 +67,8 @@ private:
   size_t takeBuffered(kj::byte* out, size_t maxBytes);
   kj::Promise<void> afterBuffering();
   kj::Promise<void> flush();
+  void idle() override;
+  // The idle point after a burst of writes: starts the flush.
 };
 
 }  // namespace tractor

@@ -164,39 +164,75 @@ kj::Promise<void> failAfter(kj::Timer& timer, kj::Duration timeout, kj::Promise<
   return failAfter<void>(timer, timeout, kj::mv(promise));
 }
 
-namespace {
+struct _::IdleQueue {
+  // This thread's armed hooks, in the order they were armed. Each idle point serves one round:
+  // the hooks armed before it began (a hook armed meanwhile has the next round's number).
+  kj::List<IdleHook, &IdleHook::link> hooks;
+  uint64_t round = 1;
+  bool scheduled = false;
+  // An evalLast is queued to run the current round.
 
-struct IdleBatch {
-  // The whenIdle() calls one evalLast serves.
-  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiting;
+  static IdleQueue& current() {
+    static thread_local IdleQueue queue;
+    return queue;
+  }
+
+  void add(IdleHook& hook) {
+    hook.round = round;
+    hook.queue = &hooks;
+    hooks.add(hook);
+    if (scheduled) return;
+    scheduled = true;
+    // Detached: a loop destroyed before it runs only clears `scheduled` (the hooks stay queued
+    // for the next loop of this thread).
+    kj::evalLast([this, r = round]() { run(r); })
+        .attach(kj::defer([this, r = round]() {
+          if (round == r) scheduled = false;
+        }))
+        .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "idle hooks failed", e); });
+  }
+
+  void run(uint64_t r) {
+    scheduled = false;
+    round = r + 1;
+    while (!hooks.empty() && hooks.front().round <= r) {
+      auto& hook = hooks.front();
+      remove(hook);
+      KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { hook.idle(); })) {
+        KJ_LOG(ERROR, "an idle hook failed", *e);
+      }
+    }
+  }
+
+  void remove(IdleHook& hook) {
+    hooks.remove(hook);
+    hook.queue = nullptr;
+  }
 };
 
-thread_local IdleBatch* openBatch = nullptr;
-// The batch still taking calls, owned by its (detached) evalLast: gone with it, also when the
-// event loop is destroyed first.
+IdleHook::~IdleHook() noexcept(false) {
+  if (queue != nullptr) _::IdleQueue::current().remove(*this);
+}
+
+void IdleHook::arm() {
+  if (queue == nullptr) _::IdleQueue::current().add(*this);
+}
+
+namespace {
+
+class IdleWaiter final: public IdleHook {
+  // The adapter behind `whenIdle()`'s promise.
+public:
+  explicit IdleWaiter(kj::PromiseFulfiller<void>& fulfiller): fulfiller(fulfiller) { arm(); }
+
+private:
+  kj::PromiseFulfiller<void>& fulfiller;
+  void idle() override { fulfiller.fulfill(); }
+};
 
 }  // namespace
 
-kj::Promise<void> whenIdle() {
-  if (openBatch == nullptr) {
-    auto batch = kj::heap<IdleBatch>();
-    auto* b = batch.get();
-    openBatch = b;
-    // One evalLast for all of them, fulfilled in order: their continuations then run in that
-    // order, each with what it sets off before the next.
-    kj::evalLast([b]() {
-      if (openBatch == b) openBatch = nullptr;
-      for (auto& w: b->waiting) w->fulfill();
-    })
-        .attach(kj::mv(batch), kj::defer([b]() {
-                  if (openBatch == b) openBatch = nullptr;
-                }))
-        .detach([](kj::Exception&& e) { KJ_LOG(ERROR, "whenIdle() failed", e); });
-  }
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  openBatch->waiting.add(kj::mv(paf.fulfiller));
-  return kj::mv(paf.promise);
-}
+kj::Promise<void> whenIdle() { return kj::newAdaptedPromise<void, IdleWaiter>(); }
 
 bool isTooSlowError(const kj::Exception& exception) {
   return exception.getType() == kj::Exception::Type::OVERLOADED &&
@@ -371,9 +407,9 @@ void CancelScope::settle(kj::Maybe<kj::Exception> cleanupError) {
   state = State::DONE;
   KJ_IF_MAYBE(e, cleanupError) {
     if (abandonedTask) abandonedError = kj::cp(*e);
-    if (result->isWaiting()) result->reject(kj::mv(*e));
+    rejectResult(kj::mv(*e));
   } else {
-    if (result->isWaiting()) result->reject(kj::cp(KJ_ASSERT_NONNULL(reason)));
+    rejectResult(kj::cp(KJ_ASSERT_NONNULL(reason)));
   }
   _::fulfillAll(doneWaiters);
 }
@@ -391,6 +427,10 @@ void CancelScope::ended(kj::Maybe<const kj::Exception&> error) {
   // The task's promise (and its frames, which hold this scope) is released when the result is
   // (resultDropped()), never from inside its own continuation.
   _::fulfillAll(doneWaiters);
+}
+
+void CancelScope::rejectResult(kj::Exception&& error) {
+  if (result != nullptr && result->isWaiting()) result->reject(kj::mv(error));
 }
 
 void CancelScope::release() {
@@ -435,13 +475,23 @@ void CancelScope::abortNested() {
       child.state = State::DONE;
       child.dropped = true;
       child.task = nullptr;
-      if (child.result->isWaiting()) {
-        child.result->reject(child.reason == nullptr ? child.abandoned()
-                                                     : kj::cp(KJ_ASSERT_NONNULL(child.reason)));
+      if (child.result != nullptr) {
+        child.rejectResult(child.reason == nullptr ? child.abandoned()
+                                                   : kj::cp(KJ_ASSERT_NONNULL(child.reason)));
       }
       _::fulfillAll(child.doneWaiters);
     }
   }
+}
+
+_::ScopeResultBase::ScopeResultBase(kj::PromiseRejector& fulfiller, kj::Own<CancelScope> scope)
+    : scope(kj::mv(scope)) {
+  this->scope->result = &fulfiller;
+}
+
+_::ScopeResultBase::~ScopeResultBase() noexcept(false) {
+  scope->result = nullptr;
+  scope->resultDropped();
 }
 
 kj::Promise<void> CancelScope::whenSettled() {

@@ -41,6 +41,8 @@ class StartedTask;
 class ShieldHold;
 class CleanupCollector;
 class CleanupWatch;
+class ScopeResultBase;
+struct IdleQueue;
 
 template <typename T>
 using PromisedType = typename Unpromised_<std::decay_t<T>>::Type;
@@ -215,6 +217,36 @@ kj::Promise<void> whenIdle();
 // first). What the runtime defers to that point keeps its order: writes leave in the order they
 // were made, across connections, and cancellations land in the order they were asked for.
 
+class IdleHook {
+  // `whenIdle()` without a promise, for code on every message's path (a connection's write
+  // buffer): `arm()` queues the hook, and `idle()` is called once the event queue is otherwise
+  // empty, in the order hooks were armed. The `whenIdle()` promises armed meanwhile belong to the
+  // same round and are fulfilled in their place in that order, so their continuations run right
+  // after the round's hooks. Arming costs no allocation. A hook armed while a round runs waits
+  // for the next idle point. Destroying a hook disarms it. A hook still armed when its event loop
+  // is destroyed runs at the first idle point of the thread's next loop. Single-threaded, like the
+  // event loop it runs on.
+public:
+  IdleHook() = default;
+  ~IdleHook() noexcept(false);
+  KJ_DISALLOW_COPY(IdleHook);
+
+  void arm();
+  // Queues the hook; does nothing if it is already queued. Requires an event loop on this thread.
+  bool armed() const { return queue != nullptr; }
+
+protected:
+  virtual void idle() = 0;
+  // Called once per `arm()`, from the event loop, never inside `arm()`. An exception thrown here
+  // is logged and does not keep the hooks after it from running.
+
+private:
+  kj::ListLink<IdleHook> link;
+  kj::List<IdleHook, &IdleHook::link>* queue = nullptr;
+  uint64_t round = 0;
+  friend struct _::IdleQueue;
+};
+
 class ShieldKeeper final: private kj::TaskSet::ErrorHandler {
   // Owns shielded work (see `shield()`) on one thread, so that it runs to completion even when
   // whoever awaited it was cancelled. Exactly one keeper may be installed per thread: the
@@ -362,7 +394,8 @@ private:
   kj::Maybe<kj::Exception> reason;
   kj::Maybe<kj::Exception> abandonedError;
   kj::Function<kj::Exception()> abandoned;
-  kj::Own<kj::PromiseRejector> result;
+  kj::PromiseRejector* result = nullptr;
+  // The fulfiller of `run()`'s promise while that promise exists (see _::ScopeResult).
   kj::Maybe<kj::Promise<void>> task;
   kj::Maybe<kj::Promise<void>> pending;
   // The scheduled drop, or the release of a finished task.
@@ -381,7 +414,10 @@ private:
   // A shield nested in this scope ended.
   kj::Promise<void> whenSettled();
 
+  void rejectResult(kj::Exception&& error);
+
   friend class _::ShieldHold;
+  friend class _::ScopeResultBase;
   friend class ShieldKeeper;
 };
 
@@ -438,6 +474,25 @@ private:
   kj::Vector<kj::Own<CleanupCollector>> collectors;
 };
 
+
+class ScopeResultBase {
+  // The adapter behind the promise `CancelScope::run()` returns: it hands the scope its fulfiller
+  // and tells it when the promise is dropped (which abandons a task still running).
+public:
+  ScopeResultBase(kj::PromiseRejector& fulfiller, kj::Own<CancelScope> scope);
+  ~ScopeResultBase() noexcept(false);
+  KJ_DISALLOW_COPY(ScopeResultBase);
+
+private:
+  kj::Own<CancelScope> scope;
+};
+
+template <typename T>
+class ScopeResult final: public ScopeResultBase {
+public:
+  ScopeResult(kj::PromiseFulfiller<T>& fulfiller, kj::Own<CancelScope> scope)
+      : ScopeResultBase(fulfiller, kj::mv(scope)) {}
+};
 
 kj::Exception notStartedError(kj::StringPtr why);
 // The `tractor::TaskNotStarted` error of `startAndWait()`.
@@ -546,9 +601,8 @@ auto CancelScope::run(Func&& start, kj::Function<kj::Exception()> abandonedReaso
   using T = _::PromisedType<std::invoke_result_t<Func&>>;
   KJ_REQUIRE(state == State::IDLE, "a CancelScope runs one task");
   abandoned = kj::mv(abandonedReason);
-  auto paf = kj::newPromiseAndFulfiller<T>();
-  auto& fulfiller = *paf.fulfiller;
-  result = kj::mv(paf.fulfiller);
+  // One node for the result and for noticing its drop (this is on every call's path).
+  auto outcome = kj::newAdaptedPromise<T, _::ScopeResult<T>>(kj::addRef(*this));
   kj::Promise<T> work = nullptr;
   {
     TaskScope::Enter inScope(*this);
@@ -560,29 +614,31 @@ auto CancelScope::run(Func&& start, kj::Function<kj::Exception()> abandonedReaso
     (void)r;
     scheduleDrop();
   }
+  // `result` is null once the outcome's promise is gone.
   if constexpr (std::is_void_v<T>) {
-    task = work.then([this, &fulfiller]() {
+    task = work.then([this]() {
                   ended(nullptr);
-                  fulfiller.fulfill();
+                  if (result != nullptr) static_cast<kj::PromiseFulfiller<T>*>(result)->fulfill();
                 },
-                [this, &fulfiller](kj::Exception&& e) {
+                [this](kj::Exception&& e) {
                   ended(e);
-                  fulfiller.reject(kj::mv(e));
+                  if (result != nullptr) result->reject(kj::mv(e));
                 })
                .eagerlyEvaluate(nullptr);
   } else {
-    task = work.then([this, &fulfiller](T&& value) {
+    task = work.then([this](T&& value) {
                   ended(nullptr);
-                  fulfiller.fulfill(kj::mv(value));
+                  if (result != nullptr) {
+                    static_cast<kj::PromiseFulfiller<T>*>(result)->fulfill(kj::mv(value));
+                  }
                 },
-                [this, &fulfiller](kj::Exception&& e) {
+                [this](kj::Exception&& e) {
                   ended(e);
-                  fulfiller.reject(kj::mv(e));
+                  if (result != nullptr) result->reject(kj::mv(e));
                 })
                .eagerlyEvaluate(nullptr);
   }
-  return paf.promise.attach(
-      kj::defer([self = kj::addRef(*this)]() mutable { self->resultDropped(); }));
+  return outcome;
 }
 
 }  // namespace tractor

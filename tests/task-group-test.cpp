@@ -9,6 +9,7 @@
 #include <kj/vector.h>
 #include <string.h>
 #include <stdexcept>
+#include <string>
 
 namespace tractor {
 namespace {
@@ -939,6 +940,94 @@ TEST_CASE("shield keeper collect reports the cleanup a drop sets off") {
   }
   // A drop that sets nothing off is done at once.
   CHECK(keeper.collect([]() {}).poll(time.waitScope));
+}
+
+class Recorder final: public IdleHook {
+  // An idle hook that writes its name down when it runs (and can arm another hook, or throw).
+public:
+  Recorder(kj::Vector<kj::String>& out, kj::StringPtr name): out(out), name(name) {}
+  kj::Maybe<IdleHook&> armOnIdle;
+  bool throwOnIdle = false;
+
+private:
+  kj::Vector<kj::String>& out;
+  kj::StringPtr name;
+  void idle() override {
+    out.add(kj::str(name));
+    KJ_IF_MAYBE(h, armOnIdle) {
+      h->arm();
+    }
+    if (throwOnIdle) KJ_FAIL_REQUIRE("an idle hook broke");
+  }
+};
+
+std::string joined(kj::Vector<kj::String>& names) { return kj::strArray(names, " ").cStr(); }
+
+TEST_CASE("idle hooks run once the loop is idle, in the order armed, before that round's whenIdle()") {
+  ManualTime time;
+  kj::Vector<kj::String> ran;
+  Recorder a(ran, "a"), b(ran, "b");
+  b.arm();
+  auto w = whenIdle().then([&]() { ran.add(kj::str("w")); }).eagerlyEvaluate(nullptr);
+  a.arm();
+  a.arm();  // once per round
+  auto later = kj::evalLater([&]() { ran.add(kj::str("later")); }).eagerlyEvaluate(nullptr);
+  CHECK(a.armed());
+  CHECK(ran.size() == 0);
+  time.waitScope.poll();
+  // A hook is called; a whenIdle() promise of the same round is fulfilled then, so its
+  // continuation runs right after the round.
+  CHECK(joined(ran) == "later b a w");
+  CHECK(!a.armed());
+  CHECK(!b.armed());
+}
+
+TEST_CASE("an idle hook armed while a round runs waits for the next idle point") {
+  ManualTime time;
+  kj::Vector<kj::String> ran;
+  Recorder a(ran, "a"), b(ran, "b");
+  a.armOnIdle = b;
+  a.arm();
+  kj::Promise<void> second = nullptr;
+  auto first = whenIdle().then([&]() {
+    ran.add(kj::str("w"));
+    second = whenIdle().then([&]() { ran.add(kj::str("w2")); }).eagerlyEvaluate(nullptr);
+  }).eagerlyEvaluate(nullptr);
+  time.waitScope.poll();
+  CHECK(joined(ran) == "a w b w2");
+}
+
+TEST_CASE("a destroyed idle hook is not called, and a throwing one does not stop the round") {
+  ManualTime time;
+  LogCapture log;
+  kj::Vector<kj::String> ran;
+  Recorder c(ran, "c");
+  {
+    Recorder gone(ran, "gone");
+    gone.arm();
+  }
+  Recorder broken(ran, "broken");
+  broken.throwOnIdle = true;
+  broken.arm();
+  c.arm();
+  time.waitScope.poll();
+  CHECK(joined(ran) == "broken c");
+  CHECK(log.contains("an idle hook broke"));
+}
+
+TEST_CASE("an idle hook still armed when its event loop goes runs on the thread's next loop") {
+  kj::Vector<kj::String> ran;
+  Recorder a(ran, "a");
+  {
+    ManualTime time;
+    a.arm();
+  }
+  CHECK(a.armed());
+  ManualTime time;
+  Recorder b(ran, "b");
+  b.arm();
+  time.waitScope.poll();
+  CHECK(joined(ran) == "a b");
 }
 
 }  // TEST_SUITE("unit")
