@@ -2,8 +2,10 @@
 # Set up, build and run tractor for C++ on Debian 12.
 #
 #   ./build.sh sample   install what is missing, build, run the flagship sample (samples/rpc_daemon)
-#   ./build.sh test     install what is missing; build with g++, with clang (warnings are errors)
-#                       and with AddressSanitizer + UndefinedBehaviorSanitizer; run the whole
+#   ./build.sh test     install what is missing; check that no folder (layer) includes a
+#                       higher one (tools/check-includes.sh); build with g++, with clang
+#                       (warnings are errors) and with AddressSanitizer +
+#                       UndefinedBehaviorSanitizer; run the whole
 #                       test suite with each, and the multi-process tests once more with the
 #                       forkserver spawn backend; install the g++ build to a scratch prefix and
 #                       build and run tests/consumer against it (CMake, pkg-config) and with
@@ -83,6 +85,8 @@ case "${1:-}" in
     build/samples/rpc_daemon
     ;;
   test)
+    echo "== include layers"
+    tools/check-includes.sh --folders
     for preset in gcc clang asan; do
       echo "== $preset"
       configure_and_build "$preset"

@@ -20,6 +20,6 @@
 #pragma once
 
 #include "tractor/version.h"
-#include "tractor/kj-runtime/broadcast.h"
-#include "tractor/kj-runtime/main.h"
-#include "tractor/kj-runtime/typed-context.h"
+#include "tractor/kj-runtime/actor/broadcast.h"
+#include "tractor/supervise/main.h"
+#include "tractor/kj-runtime/actor/typed-context.h"

@@ -72,7 +72,7 @@
 #include <string>
 #include <vector>
 #include "bench/bench.capnp.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 
 extern char** environ;
 

@@ -18,7 +18,7 @@ struct Value {
     map @8 :List(Entry);
     # A map keeps its entries in the order they were encoded; keys are Values themselves.
     typed :group {
-      # A struct of a user's own schema, carried as itself (kj-runtime/typed.h). A group, so
+      # A struct of a user's own schema, carried as itself (kj-runtime/wire/typed.h). A group, so
       # that the struct is one pointer away from the Value.
       typeId @9 :UInt64;
       # The Cap'n Proto id of the struct type `content` was built as.

@@ -1,4 +1,6 @@
-// The child entry point: what a spawned process runs instead of the user's root function.
+// The child entry point. See child.h.
+
+#include "tractor/spawn/child.h"
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/debug.h>
@@ -7,12 +9,14 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/buffered-stream.h"
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/actor/actor.h"
+#include "tractor/kj-runtime/net/buffered-stream.h"
+#include "tractor/kj-runtime/net/limits.h"
 #include "tractor/spawn/exec-spawn.h"
 
 namespace tractor {
+
+bool isChildProcess() { return getenv(CHILD_FD_ENV) != nullptr; }
 
 int childMain() {
   // Consume the spawn marker so that this actor's own children get fresh ones.

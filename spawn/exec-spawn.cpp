@@ -5,7 +5,7 @@
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <kj/vector.h>
-#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/net/limits.h"
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>

@@ -23,8 +23,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/spawn/child.h"
 
 namespace tractor {
 

@@ -13,7 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/log.h"
+#include "tractor/kj-runtime/async/log.h"
 #include "tractor/spawn/process.h"
 
 namespace tractor {

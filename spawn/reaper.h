@@ -5,10 +5,11 @@
 #include <kj/async-unix.h>
 #include <kj/map.h>
 #include <sys/types.h>
+#include "tractor/kj-runtime/actor/descendants.h"
 
 namespace tractor {
 
-class OrphanReaper {
+class OrphanReaper final: public DescendantLedger {
   // Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER): when an actor dies before its
   // own children, the kernel re-parents them here instead of to init. Every actor of the tree
   // reports the processes it spawns and reaps (relayed up to the root), so the reaper knows which
@@ -23,9 +24,9 @@ public:
   // none behind.
   KJ_DISALLOW_COPY(OrphanReaper);
 
-  void started(pid_t pid, kj::StringPtr socketPath = nullptr);
+  void started(pid_t pid, kj::StringPtr socketPath = nullptr) override;
   // A process of the tree now exists.
-  void reaped(pid_t pid);
+  void reaped(pid_t pid) override;
   // Its parent reaped it.
 
 private:

@@ -8,8 +8,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/buffered-stream.h"
-#include "tractor/kj-runtime/limits.h"
+#include "tractor/kj-runtime/net/buffered-stream.h"
+#include "tractor/kj-runtime/net/limits.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tractor/spawn/forkserver.h"
 

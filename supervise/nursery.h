@@ -44,8 +44,8 @@
 #include <kj/async-io.h>
 #include <kj/refcount.h>
 #include <kj/vector.h>
-#include "tractor/kj-runtime/actor.h"
-#include "tractor/kj-runtime/portal.h"
+#include "tractor/kj-runtime/actor/actor.h"
+#include "tractor/kj-runtime/actor/portal.h"
 
 namespace tractor {
 

@@ -1,4 +1,4 @@
-// Tests of the buffered connection wrapper (kj-runtime/buffered-stream.h): writes of one burst
+// Tests of the buffered connection wrapper (kj-runtime/net/buffered-stream.h): writes of one burst
 // leave in one inner write and none is lost while another is in flight, small reads are served
 // from one inner read, write errors stick, shutdownWrite() follows the buffered bytes, writes past
 // HIGH_WATER wait for the peer, and a Cap'n Proto two-party connection runs over it.
@@ -7,7 +7,7 @@
 // read them) or a stream of the test's own whose writes finish when the test says so, so every
 // test is deterministic: none sleeps.
 
-#include "tractor/kj-runtime/buffered-stream.h"
+#include "tractor/kj-runtime/net/buffered-stream.h"
 
 #include <capnp/rpc-twoparty.h>
 #include <doctest/doctest.h>

@@ -16,8 +16,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdexcept>
-#include "tractor/kj-runtime/broadcast.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/actor/broadcast.h"
+#include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

@@ -1,8 +1,8 @@
-// Tests of the coroutine adapter (kj-runtime/coro.h): the properties the rest of the runtime
+// Tests of the coroutine adapter (kj-runtime/async/coro.h): the properties the rest of the runtime
 // relies upon: cancellation by dropping, exception conversion, flat stacks, TaskSet use,
 // forwarding with `co_return`, move-only results and lazy start.
 
-#include "tractor/kj-runtime/coro.h"
+#include "tractor/kj-runtime/async/coro.h"
 
 #include <doctest/doctest.h>
 #include <kj/async-io.h>

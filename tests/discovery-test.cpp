@@ -38,9 +38,9 @@
 #include <thread>
 #include <tuple>
 #include <vector>
-#include "tractor/kj-runtime/address.h"
-#include "tractor/kj-runtime/main.h"
-#include "tractor/kj-runtime/registrar.h"
+#include "tractor/kj-runtime/net/address.h"
+#include "tractor/supervise/main.h"
+#include "tractor/kj-runtime/actor/registrar.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 #include <capnp/message.h>
 #include <stdexcept>
-#include "tractor/kj-runtime/errors.h"
+#include "tractor/kj-runtime/wire/errors.h"
 #include "tests/leak-audit.h"
 
 namespace {

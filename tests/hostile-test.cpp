@@ -8,8 +8,8 @@
 #include <doctest/doctest.h>
 #include <string.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tests/calculator-server.h"
 #include "tests/leak-audit.h"

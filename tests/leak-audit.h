@@ -7,7 +7,7 @@
 #include <kj/string.h>
 #include <kj/vector.h>
 #include <string.h>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 
 namespace tractor {
 namespace test {

@@ -38,8 +38,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "tractor/kj-runtime/connection.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/supervise/main.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

@@ -1,6 +1,6 @@
-// Tests for the default dynamic payload codec (kj-runtime/payload.h).
+// Tests for the default dynamic payload codec (kj-runtime/wire/payload.h).
 
-#include "tractor/kj-runtime/payload.h"
+#include "tractor/kj-runtime/wire/payload.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>

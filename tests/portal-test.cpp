@@ -5,7 +5,7 @@
 #include <map>
 #include <stdexcept>
 #include <vector>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/leak-audit.h"
 
 namespace {

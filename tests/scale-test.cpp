@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <stdexcept>
 #include <vector>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/leak-audit.h"
 
 namespace {

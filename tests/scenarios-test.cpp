@@ -22,8 +22,8 @@
 #include <chrono>
 #include <stdexcept>
 #include <thread>
-#include "tractor/kj-runtime/broadcast.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/kj-runtime/actor/broadcast.h"
+#include "tractor/supervise/main.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 

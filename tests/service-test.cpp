@@ -4,7 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <stdexcept>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/calculator-server.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tractor/spawn/forkserver.h"
 #include "tests/death-test.h"
 #include "tests/leak-audit.h"

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tractor/spawn/forkserver.h"
 #include "tractor/spawn/process.h"
 #include "tests/leak-audit.h"

@@ -1,7 +1,7 @@
-// Tests of task groups, deadlines and shielded cleanup (kj-runtime/task-group.h). Time is a
+// Tests of task groups, deadlines and shielded cleanup (kj-runtime/async/task-group.h). Time is a
 // kj::TimerImpl moved by hand, so every test is deterministic and none sleeps.
 
-#include "tractor/kj-runtime/task-group.h"
+#include "tractor/kj-runtime/async/task-group.h"
 
 #include <doctest/doctest.h>
 #include <kj/async.h>

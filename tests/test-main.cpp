@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include "tractor/devx/proctitle.h"
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/death-test.h"
 
 int main(int argc, char** argv) {

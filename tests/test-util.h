@@ -4,7 +4,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 
 namespace tractor {
 namespace test {

@@ -5,7 +5,7 @@
 // third actor. The schema is tests/typed.capnp, compiled with tractor_add_schema().
 
 #include <doctest/doctest.h>
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 #include "tests/typed.capnp.h"

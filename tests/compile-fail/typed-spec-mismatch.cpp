@@ -1,7 +1,7 @@
 // Must not compile: a caller's block declares another spec than the typed context function's.
 // Run by CTest (compile-fail.typed-spec-mismatch), which expects the static assertion below.
 
-#include "tractor/kj-runtime/main.h"
+#include "tractor/supervise/main.h"
 #include "tests/typed.capnp.h"
 
 using Session = tractor::DialogueSpec<typedtest::Hello>;

@@ -12,10 +12,10 @@
 #include <kj/debug.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "tractor/kj-runtime/actor.h"
-#include "tractor/kj-runtime/context.h"
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/log.h"
+#include "tractor/kj-runtime/actor/actor.h"
+#include "tractor/kj-runtime/actor/context.h"
+#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/async/log.h"
 
 namespace {
 

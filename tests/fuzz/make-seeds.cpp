@@ -14,9 +14,9 @@
 #include <map>
 #include <string>
 #include <vector>
-#include "tractor/kj-runtime/errors.h"
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/payload.h"
+#include "tractor/kj-runtime/wire/errors.h"
+#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/wire/payload.h"
 #include "tractor/schema/actor.capnp.h"
 
 namespace {

@@ -9,8 +9,8 @@
 #include <capnp/serialize.h>
 #include <kj/debug.h>
 #include <string.h>
-#include "tractor/kj-runtime/limits.h"
-#include "tractor/kj-runtime/payload.h"
+#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/wire/payload.h"
 
 namespace {
 
