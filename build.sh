@@ -2,8 +2,8 @@
 # Set up, build and run tractor for C++ on Debian 12.
 #
 #   ./build.sh sample   install what is missing, build, run the flagship sample (samples/rpc_daemon)
-#   ./build.sh test     install what is missing; check that no folder (layer) includes a
-#                       higher one (tools/check-includes.sh); build with g++, with clang
+#   ./build.sh test     install what is missing; check that no include cycle joins two folders
+#                       (layers) or two modules (tools/check-includes.sh); build with g++, clang
 #                       (warnings are errors) and with AddressSanitizer +
 #                       UndefinedBehaviorSanitizer; run the whole
 #                       test suite with each, and the multi-process tests once more with the
@@ -86,7 +86,7 @@ case "${1:-}" in
     ;;
   test)
     echo "== include layers"
-    tools/check-includes.sh --folders
+    tools/check-includes.sh
     for preset in gcc clang asan; do
       echo "== $preset"
       configure_and_build "$preset"

@@ -20,6 +20,5 @@
 #pragma once
 
 #include "tractor/version.h"
-#include "tractor/kj-runtime/actor/broadcast.h"
 #include "tractor/supervise/main.h"
 #include "tractor/kj-runtime/actor/typed-context.h"

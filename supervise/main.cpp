@@ -60,10 +60,10 @@ Task<void> startDiscovery(Actor& actor, kj::Array<Address> registry, kj::Maybe<A
   };
   kj::Maybe<size_t> free;
   for (auto i: kj::indices(registry)) {
-    auto verdict = co_await probe(registry[i]);
+    auto verdict = co_await probe(actor, registry[i]);
     if (verdict == ProbeVerdict::REGISTRAR) {
       TRACTOR_LOG(RUNTIME, "joining the registrar at ", registry[i]);
-      auto connection = co_await connectPeer(registry[i]);
+      auto connection = co_await connectPeer(actor, registry[i]);
       auto registrar = connection->portal().capability().getRegistrarRequest().send();
       actor.useRegistrar(registrar.getRegistrar());
       actor.adoptPeer(kj::mv(connection));
@@ -79,7 +79,7 @@ Task<void> startDiscovery(Actor& actor, kj::Array<Address> registry, kj::Maybe<A
   }
   if (registry.size() > 0) {
     KJ_IF_MAYBE(i, free) {
-      actor.becomeRegistrar();
+      actor.becomeRegistrar(newRegistrar());
       actor.listen(registry[*i]);
     } else {
       kj::throwFatalException(typedError(
@@ -87,7 +87,7 @@ Task<void> startDiscovery(Actor& actor, kj::Array<Address> registry, kj::Maybe<A
                                 "registrar: ", kj::strArray(registry, ", "))));
     }
   } else {
-    actor.becomeRegistrar();
+    actor.becomeRegistrar(newRegistrar());
     actor.listen(ownAddress());
   }
   co_await actor.registerSelf();

@@ -259,7 +259,7 @@ kj::Promise<Portal> ActorNursery::spawnNow(kj::StringPtr name, ActorOptions opti
   }
   request.setParent(actor.serve(child->id.clone()));
 
-  Portal portal(capability, child->id.clone());
+  Portal portal(actor, capability, child->id.clone());
   child->portal = portal;
   // Sent before anything else on the capability: calls are delivered in order.
   auto started = request.send();

@@ -16,7 +16,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdexcept>
-#include "tractor/kj-runtime/actor/broadcast.h"
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tests/leak-audit.h"

@@ -22,7 +22,6 @@
 #include <chrono>
 #include <stdexcept>
 #include <thread>
-#include "tractor/kj-runtime/actor/broadcast.h"
 #include "tractor/supervise/main.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"

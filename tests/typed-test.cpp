@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 #include "tractor/supervise/main.h"
+#include "tests/fake-env.h"
 #include "tests/leak-audit.h"
 #include "tests/test-util.h"
 #include "tests/typed.capnp.h"
@@ -691,8 +692,9 @@ TEST_SUITE("unit") {
     // A hostile peer's batch of empty items (nearly free on the wire, a Value each here).
     kj::EventLoop loop;
     kj::WaitScope waitScope(loop);
+    tractor::test::FakeEnv env(tractor::ActorId{kj::str("me"), kj::str("uuid-me"), 1});
     auto ctx = kj::refcounted<tractor::Context>(
-        tractor::Context::Side::CALLER, tractor::ActorId{kj::str("me"), kj::str("uuid-me"), 1},
+        tractor::Context::Side::CALLER, env,
         tractor::ActorId{kj::str("peer"), kj::str("uuid-peer"), 2}, tractor::StreamOptions());
     auto peer = tractor::serveContext(*ctx);
     auto batch = peer.sendRequest();

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# tools/check-includes.sh [--folders | --modules]
+# tools/check-includes.sh [--folders | --modules | --all] [ROOT]
 #
 # Fails if the runtime's includes form a cycle: between folders (kj-runtime/async, wire, net and
 # actor, spawn, supervise, devx: the layers, of which a lower one never includes a higher one)
 # and between modules (a module is name.h with its name.cpp and name-internal.h). Both by
-# default. A cycle is printed with the #include lines that make it. Needs only bash, grep, sed,
-# awk and coreutils' tsort; build.sh runs it before building.
+# default. A cycle is printed with the #include lines that make it. ROOT is the source tree (by
+# default the one this script is in). Needs only bash, grep, sed, awk and coreutils' tsort;
+# build.sh runs it before building, and tests/check-includes-test.sh checks that it finds cycles.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-what=${1:-all}
+what=${1:---all}
+cd "${2:-$(dirname "$0")/..}"
 
 module() { local m=${1%.*}; echo "${m%-internal}"; }
 
 edges() {
   # "from-module to-module file:line" for every include of another module of ours.
   local f n target
-  for f in $(find kj-runtime spawn supervise devx -name '*.h' -o -name '*.cpp' | sort); do
+  for f in $(find kj-runtime spawn supervise devx \( -name '*.h' -o -name '*.cpp' \) 2>/dev/null |
+             sort); do
     while IFS=: read -r n target; do
       target=${target#*\"tractor/}
       target=${target%%\"*}
@@ -54,7 +56,7 @@ status=0
 case $what in
   --folders) check folders "$tmp" || status=1 ;;
   --modules) check modules "$tmp" || status=1 ;;
-  all) check folders "$tmp" || status=1; check modules "$tmp" || status=1 ;;
-  *) sed -n 2,9p "$0"; exit 2 ;;
+  --all) check folders "$tmp" || status=1; check modules "$tmp" || status=1 ;;
+  *) sed -n 2,10p "$0"; exit 2 ;;
 esac
 exit $status

@@ -6,7 +6,6 @@
 #include <unistd.h>
 #include "tractor/devx/proctitle.h"
 #include "tractor/kj-runtime/actor/connection.h"
-#include "tractor/kj-runtime/actor/registrar.h"
 
 namespace tractor {
 
@@ -151,6 +150,13 @@ kj::Maybe<Portal> Actor::parent() const {
   return parent_.map([](const Portal& p) { return p; });
 }
 
+kj::Maybe<const ActorId&> Actor::parentId() const {
+  KJ_IF_MAYBE(p, parent_) {
+    return p->actorId();
+  }
+  return nullptr;
+}
+
 void Actor::enableModules(kj::ArrayPtr<const kj::String> names) {
   for (auto& name: names) {
     KJ_REQUIRE(moduleExists(name),
@@ -227,7 +233,7 @@ kj::Promise<void> Actor::openContext(schema::Actor::OpenContextParams::Reader pa
   // The context function's task; the context's own scope nests in it, so that the function's
   // coroutines find both (currentContext(), and the cancellation a shield holds back).
   auto task = newTaskScope();
-  auto ctx = kj::refcounted<Context>(Context::Side::CALLEE, id_.clone(), peer.clone(),
+  auto ctx = kj::refcounted<Context>(Context::Side::CALLEE, *this, peer.clone(),
                                      StreamOptions(),
                                      windowOptions(params.getOptions().getWindow()), *task);
   // The call's parameters stay valid while the call runs, which outlives the task's start.
@@ -313,9 +319,9 @@ Address Actor::childAddress(const ActorId& child) const {
   return defaultAddress(Transport::UDS, child);
 }
 
-void Actor::becomeRegistrar() {
+void Actor::becomeRegistrar(schema::Registrar::Client registry) {
   isRegistrar_ = true;
-  registrar_ = newRegistrar();
+  registrar_ = kj::mv(registry);
   TRACTOR_LOG(RUNTIME, "this actor is the registrar");
 }
 
@@ -378,7 +384,7 @@ capnp::Capability::Client Actor::bootstrapService(uint64_t interfaceId) {
                                  kj::hex(interfaceId), " (register one with TRACTOR_SERVICE)")));
 }
 
-Portal Actor::selfPortal() { return Portal(serve(id_.clone()), id_.clone()); }
+Portal Actor::selfPortal() { return Portal(*this, serve(id_.clone()), id_.clone()); }
 
 void Actor::adoptPeer(kj::Own<PeerConnection> connection) {
   auto& c = *connection;
@@ -428,7 +434,7 @@ ActorId Actor::start(schema::SpawnSpec::Reader spec, schema::Actor::Client paren
     useRegistrar(parentCap.getRegistrarRequest().send().getRegistrar());
     background.add(registerSelf());
   }
-  parent_ = Portal(kj::mv(parentCap), ActorId::fromReader(spec.getParent()));
+  parent_ = Portal(*this, kj::mv(parentCap), ActorId::fromReader(spec.getParent()));
   started = true;
   TRACTOR_LOG(RUNTIME, "started, serving modules [", kj::strArray(modules, ", "), "]");
 

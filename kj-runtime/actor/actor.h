@@ -9,6 +9,7 @@
 #include "tractor/kj-runtime/wire/identity.h"
 #include "tractor/kj-runtime/async/log.h"
 #include "tractor/kj-runtime/actor/descendants.h"
+#include "tractor/kj-runtime/actor/env.h"
 #include "tractor/kj-runtime/actor/portal.h"
 #include "tractor/kj-runtime/wire/revoker.h"
 #include "tractor/kj-runtime/async/task-group.h"
@@ -48,7 +49,7 @@ ActorOptions enable(Names&&... modules) {
   return options;
 }
 
-class Actor {
+class Actor final: public ActorEnv {
   // The one actor this process is: its identity, its event loop and timer, the modules it serves,
   // and the tasks it runs on behalf of peers. Created by `tractor::main()` (the root) or by the
   // child entry point; reachable from anywhere in the actor's code through `Actor::current()`.
@@ -65,10 +66,11 @@ public:
   // The actor running in this thread; raises `tractor::NoRuntime` if there is none.
   static kj::Maybe<Actor&> tryCurrent();
 
-  const ActorId& id() const { return id_; }
+  const ActorId& id() const override { return id_; }
+  kj::Maybe<const ActorId&> parentId() const override;
   bool isRoot() const { return isRoot_; }
-  kj::Timer& timer() { return io_.provider->getTimer(); }
-  kj::AsyncIoContext& io() { return io_; }
+  kj::Timer& timer() override { return io_.provider->getTimer(); }
+  kj::AsyncIoContext& io() override { return io_; }
 
   kj::Maybe<Portal> parent() const;
   // A portal to the parent actor (null in the root). Calls through it run in the parent's
@@ -79,7 +81,7 @@ public:
   bool isModuleEnabled(kj::StringPtr module) const;
   kj::ArrayPtr<const kj::String> enabledModules() const { return modules; }
 
-  schema::Actor::Client serve(kj::Maybe<ActorId> peer);
+  schema::Actor::Client serve(kj::Maybe<ActorId> peer) override;
   // A new capability to this actor, for `peer` (used in logs and as the canceller's identity).
 
   kj::Promise<Value> invoke(schema::Call::Reader call);
@@ -127,8 +129,9 @@ public:
   Address childAddress(const ActorId& child) const;
   // Where a child of this actor listens: a fresh socket file, or the same TCP host on a random
   // port.
-  bool isRegistrar() const { return isRegistrar_; }
-  void becomeRegistrar();
+  bool isRegistrar() const override { return isRegistrar_; }
+  void becomeRegistrar(schema::Registrar::Client registry);
+  // Serves `registry` (registrar.h's `newRegistrar()`) to the tree as its registrar.
   void useRegistrar(schema::Registrar::Client registrar);
   kj::Maybe<schema::Registrar::Client> registrar();
   kj::Promise<void> registerSelf();
@@ -139,15 +142,15 @@ public:
   // This actor's server of a user-defined interface (TRACTOR_SERVICE), made on first request,
   // behind a membrane that `cancel()` revokes. Raises ModuleNotExposed when its module is not
   // enabled here, ServiceNotFound when no service has that interface.
-  Revoker& revoker() { return *revocation; }
+  Revoker& revoker() override { return *revocation; }
   // The membrane policy `cancel()` revokes: services and capabilities in function results.
 
   Portal selfPortal();
   // A portal to this actor that needs no connection.
-  void adoptPeer(kj::Own<PeerConnection> connection);
+  void adoptPeer(kj::Own<PeerConnection> connection) override;
   // Keeps a peer connection until it disconnects or this actor ends.
   kj::Maybe<PeerConnection&> findPeer(kj::StringPtr uuid);
-  void runInBackground(kj::Promise<void> work);
+  void runInBackground(kj::Promise<void> work) override;
   // Fire-and-forget work whose failure is only logged.
 
   // ---- the child's side of the spawn handshake ----------------------------------------------

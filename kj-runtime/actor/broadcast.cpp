@@ -1,6 +1,7 @@
-// Broadcast subscriptions of a stream. See broadcast.h.
+// Broadcast subscriptions of a stream: the ring they share and each reader. See Subscription in
+// context.h.
 
-#include "tractor/kj-runtime/actor/broadcast.h"
+#include "tractor/kj-runtime/actor/context-internal.h"
 
 #include <kj/debug.h>
 

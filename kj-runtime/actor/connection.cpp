@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/actor/actor.h"
 #include "tractor/kj-runtime/net/buffered-stream.h"
 
 namespace tractor {
@@ -27,7 +26,7 @@ struct Greeting {
   bool isProbe;
 };
 
-kj::Promise<void> sendHello(kj::AsyncIoStream& stream, const Actor& actor, bool probe) {
+kj::Promise<void> sendHello(kj::AsyncIoStream& stream, const ActorEnv& actor, bool probe) {
   auto message = kj::heap<capnp::MallocMessageBuilder>(64);
   auto hello = message->initRoot<schema::Hello>();
   actor.id().copyTo(hello.initId());
@@ -52,8 +51,9 @@ kj::Promise<Greeting> receiveHello(kj::AsyncIoStream& stream) {
 }
 
 template <typename T>
-kj::Promise<T> within(kj::Promise<T> promise, kj::Duration limit, kj::String what) {
-  auto late = Actor::current().timer().afterDelay(limit).then(
+kj::Promise<T> within(kj::Timer& timer, kj::Promise<T> promise, kj::Duration limit,
+                      kj::String what) {
+  auto late = timer.afterDelay(limit).then(
       [what = kj::mv(what), limit]() -> kj::Promise<T> {
         return typedError(TRANSPORT_CLOSED, kj::str(what, ": no answer within ", limit),
                           kj::Exception::Type::DISCONNECTED);
@@ -68,8 +68,8 @@ kj::Exception unreachable(const Address& address, const kj::Exception& e) {
                     kj::Exception::Type::DISCONNECTED);
 }
 
-kj::Promise<kj::Own<kj::AsyncIoStream>> openStream(const Address& address) {
-  auto& network = Actor::current().io().provider->getNetwork();
+kj::Promise<kj::Own<kj::AsyncIoStream>> openStream(ActorEnv& actor, const Address& address) {
+  auto& network = actor.io().provider->getNetwork();
   return network.parseAddress(address.kjAddress())
       .then([](kj::Own<kj::NetworkAddress>&& target) {
         auto connected = target->connect();
@@ -151,9 +151,9 @@ void tuneTcp(kj::AsyncIoStream& stream) {
 
 // =======================================================================================
 
-PeerConnection::PeerConnection(Actor& actor, kj::Own<kj::AsyncIoStream> raw, ActorId peer,
+PeerConnection::PeerConnection(ActorEnv& actor, kj::Own<kj::AsyncIoStream> raw, ActorId peer,
                                bool peerIsRegistrar, bool accepted)
-    : peerId(kj::mv(peer)), registrar(peerIsRegistrar),
+    : actor(actor), peerId(kj::mv(peer)), registrar(peerIsRegistrar),
       stream((tuneTcp(*raw), kj::heap<BufferedStream>(kj::mv(raw)))),
       rpc(*stream,
           accepted ? capnp::rpc::twoparty::Side::SERVER : capnp::rpc::twoparty::Side::CLIENT,
@@ -171,12 +171,11 @@ kj::Promise<void> PeerConnection::onDisconnect() {
 }
 
 Portal PeerConnection::portal() {
-  return Portal(peerActor, peerId.clone(), kj::addRef(*this));
+  return Portal(actor, peerActor, peerId.clone(), kj::addRef(*this));
 }
 
-kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address) {
-  auto& actor = Actor::current();
-  auto handshaken = openStream(address).then([&actor](kj::Own<kj::AsyncIoStream>&& stream) {
+kj::Promise<kj::Own<PeerConnection>> connectPeer(ActorEnv& actor, const Address& address) {
+  auto handshaken = openStream(actor, address).then([&actor](kj::Own<kj::AsyncIoStream>&& stream) {
     auto& s = *stream;
     return kj::evalNow([&]() { return sendHello(s, actor, false); })
         .then([&s]() { return receiveHello(s); })
@@ -186,16 +185,16 @@ kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address) {
                                                 greeting.isRegistrar, false);
         });
   });
-  return within(kj::mv(handshaken), CONNECT_TIMEOUT, kj::str("connecting to ", address))
+  return within(actor.timer(), kj::mv(handshaken), CONNECT_TIMEOUT,
+                kj::str("connecting to ", address))
       .catch_([address = address.clone()](
                   kj::Exception&& e) -> kj::Promise<kj::Own<PeerConnection>> {
         return unreachable(address, e);
       });
 }
 
-kj::Promise<ProbeVerdict> probe(const Address& address) {
-  auto& actor = Actor::current();
-  auto answered = openStream(address).then(
+kj::Promise<ProbeVerdict> probe(ActorEnv& actor, const Address& address) {
+  auto answered = openStream(actor, address).then(
       [&actor](kj::Own<kj::AsyncIoStream>&& stream) -> kj::Promise<ProbeVerdict> {
         auto& s = *stream;
         // evalNow: a write to a peer that already hung up can fail synchronously.
@@ -215,7 +214,7 @@ kj::Promise<ProbeVerdict> probe(const Address& address) {
 
 // =======================================================================================
 
-kj::Own<Listener> Listener::listen(Actor& actor, const Address& address) {
+kj::Own<Listener> Listener::listen(ActorEnv& actor, const Address& address) {
   Address bound;
   auto fd = bindSocket(address, bound);
   auto receiver = actor.io().lowLevelProvider->wrapListenSocketFd(
@@ -226,8 +225,8 @@ kj::Own<Listener> Listener::listen(Actor& actor, const Address& address) {
   return kj::heap<Listener>(kj::Badge<Listener>(), actor, kj::mv(receiver), kj::mv(bound));
 }
 
-Listener::Listener(kj::Badge<Listener>, Actor& actor, kj::Own<kj::ConnectionReceiver> receiver,
-                   Address bound)
+Listener::Listener(kj::Badge<Listener>, ActorEnv& actor,
+                   kj::Own<kj::ConnectionReceiver> receiver, Address bound)
     : actor(actor), receiver(kj::mv(receiver)), bound(kj::mv(bound)), tasks(logErrors) {
   tasks.add(acceptLoop());
 }
@@ -248,7 +247,8 @@ kj::Promise<void> Listener::acceptLoop() {
 kj::Promise<void> Listener::welcome(kj::Own<kj::AsyncIoStream> stream) {
   auto& s = *stream;
   auto transport = bound.transport;
-  auto greeted = within(receiveHello(s), HANDSHAKE_TIMEOUT, kj::str("an actor handshake"));
+  auto greeted =
+      within(actor.timer(), receiveHello(s), HANDSHAKE_TIMEOUT, kj::str("an actor handshake"));
   return greeted.then([this, &s, transport,
                        stream = kj::mv(stream)](Greeting&& greeting) mutable -> kj::Promise<void> {
     if (greeting.isProbe) {

@@ -20,8 +20,6 @@
 
 namespace tractor {
 
-class Actor;
-
 constexpr kj::Duration HANDSHAKE_TIMEOUT = 10 * kj::SECONDS;
 // How long a listener waits for a connecting peer's Hello.
 constexpr kj::Duration CONNECT_TIMEOUT = 3 * kj::SECONDS;
@@ -39,8 +37,9 @@ class PeerConnection final: public kj::Refcounted {
   // One handshaken connection with another actor. Portals made from it hold it alive; the
   // actor's peer table holds it until it disconnects or the actor ends.
 public:
-  PeerConnection(Actor& actor, kj::Own<kj::AsyncIoStream> stream, ActorId peer,
+  PeerConnection(ActorEnv& actor, kj::Own<kj::AsyncIoStream> stream, ActorId peer,
                  bool peerIsRegistrar, bool accepted);
+  // For `actor`, which it serves to the peer.
   ~PeerConnection() noexcept(false);
   KJ_DISALLOW_COPY(PeerConnection);
 
@@ -54,6 +53,7 @@ public:
   // Resolves once the connection has ended; logs why when it broke (see RpcConnection).
 
 private:
+  ActorEnv& actor;
   ActorId peerId;
   bool registrar;
   kj::Own<kj::AsyncIoStream> stream;
@@ -62,8 +62,8 @@ private:
   // The peer's bootstrap capability, asked for once: every portal shares it.
 };
 
-kj::Promise<kj::Own<PeerConnection>> connectPeer(const Address& address);
-// Connects to the actor listening at `address` and shakes hands (bounded by CONNECT_TIMEOUT).
+kj::Promise<kj::Own<PeerConnection>> connectPeer(ActorEnv& actor, const Address& address);
+// Connects `actor` to the actor listening at `address` and shakes hands (bounded by CONNECT_TIMEOUT).
 // Raises TransportClosed when nothing answers there or the answer is not a valid Hello.
 
 enum class ProbeVerdict: uint8_t {
@@ -75,25 +75,25 @@ enum class ProbeVerdict: uint8_t {
   // Something answered that is not a registrar, or no valid Hello came back in time.
 };
 
-kj::Promise<ProbeVerdict> probe(const Address& address);
+kj::Promise<ProbeVerdict> probe(ActorEnv& actor, const Address& address);
 // A registrar election probe (never recorded as a peer by the listener).
 
 class Listener {
   // An actor's listening socket and the connections it accepted. Destroying it closes them and
   // removes a unix socket file.
 public:
-  static kj::Own<Listener> listen(Actor& actor, const Address& address);
+  static kj::Own<Listener> listen(ActorEnv& actor, const Address& address);
   // Binds `address` (a stale unix socket file nobody answers at is replaced) and starts
   // accepting. `address()` is the bound address: for TCP port 0, the port the kernel chose.
   ~Listener() noexcept(false);
 
   const Address& address() const { return bound; }
 
-  Listener(kj::Badge<Listener>, Actor& actor, kj::Own<kj::ConnectionReceiver> receiver,
+  Listener(kj::Badge<Listener>, ActorEnv& actor, kj::Own<kj::ConnectionReceiver> receiver,
            Address bound);
 
 private:
-  Actor& actor;
+  ActorEnv& actor;
   kj::Own<kj::ConnectionReceiver> receiver;
   Address bound;
   TaskErrorLog logErrors{"dropped an incoming connection"};

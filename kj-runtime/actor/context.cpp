@@ -3,8 +3,7 @@
 #include "tractor/kj-runtime/actor/context.h"
 
 #include <kj/debug.h>
-#include "tractor/kj-runtime/actor/actor.h"
-#include "tractor/kj-runtime/actor/broadcast.h"
+#include "tractor/kj-runtime/actor/context-internal.h"
 #include "tractor/kj-runtime/async/log.h"
 
 namespace tractor {
@@ -157,9 +156,9 @@ kj::Maybe<Context&> currentContext() {
   return nullptr;
 }
 
-Context::Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
+Context::Context(Side side, ActorEnv& env, ActorId peer, StreamOptions receiving,
                  StreamOptions peerReceiving, kj::Maybe<TaskScope&> enclosing)
-    : side_(side), self(kj::mv(self)), peerId(kj::mv(peer)), stream(*this),
+    : side_(side), env(env), self(env.id().clone()), peerId(kj::mv(peer)), stream(*this),
       receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)),
       taskScope(contextScope(*this, enclosing)), tasks(logErrors) {}
 
@@ -286,7 +285,7 @@ kj::Promise<void> Context::cancel(kj::Duration timeout) {
         [](kj::Exception&& e) {
           TRACTOR_LOG(DEBUG, "context cancel not delivered: ", e.getDescription());
         });
-    auto tooSlow = Actor::current().timer().afterDelay(timeout).then(
+    auto tooSlow = env.timer().afterDelay(timeout).then(
         [peer = peerId.clone(), timeout]() {
           TRACTOR_LOG(WARNING, "the context task in ", peer.toString(), " may have failed to "
                       "cancel: no acknowledgement within ", timeout);
@@ -334,7 +333,7 @@ void Context::refusedPeer(kj::Exception error) {
   // This side refused the peer's items: the peer, told so, ends the dialogue (the sender raises
   // the refusal). Should it not, this side ends it.
   if (refusalTimer != nullptr || outcome_ != nullptr) return;
-  refusalTimer = Actor::current().timer().afterDelay(REFUSAL_TIMEOUT).then(
+  refusalTimer = env.timer().afterDelay(REFUSAL_TIMEOUT).then(
       [this, error = kj::mv(error)]() mutable {
         if (outcome_ != nullptr || scopeDone) return;
         TRACTOR_LOG(WARNING, peerId, " did not end the dialogue within ", REFUSAL_TIMEOUT,
@@ -600,7 +599,7 @@ Task<void> Context::endCallee() {
   if (typeRefusal != nullptr) {
     // This side refused a payload: the callee learns it from its next message's answer and
     // ends with the relayed MsgTypeError. Give it that chance before cancelling its task.
-    co_await moveOnAfter(Actor::current().timer(), CONTEXT_CANCEL_TIMEOUT, whenCalleeEnded());
+    co_await moveOnAfter(env.timer(), CONTEXT_CANCEL_TIMEOUT, whenCalleeEnded());
   }
   if (!calleeEnded) co_await cancel();
   co_await awaitOutcome(true);
@@ -608,7 +607,7 @@ Task<void> Context::endCallee() {
 
 kj::Promise<void> Context::awaitOutcome(bool bounded) {
   if (calleeEnded && outcome_ != nullptr) return kj::READY_NOW;
-  auto& timer = Actor::current().timer();
+  auto& timer = env.timer();
   kj::Promise<kj::String> giveUp = kj::NEVER_DONE;
   KJ_IF_MAYBE(actor, calleeActor) {
     giveUp = whenUnresponsive(*actor, timer).then([]() {
@@ -628,14 +627,13 @@ kj::Promise<void> Context::awaitOutcome(bool bounded) {
     auto error = typedError(ACTOR_TOO_SLOW, kj::str("the context task in ", peerId, ' ', why));
     TRACTOR_LOG(WARNING, error.getDescription());
     KJ_IF_MAYBE(actor, calleeActor) {
-      auto& me = Actor::current();
       bool isParent = false;
-      KJ_IF_MAYBE(p, me.parent()) {
-        isParent = p->actorId() == peerId;
+      KJ_IF_MAYBE(p, env.parentId()) {
+        isParent = *p == peerId;
       }
       if (!isParent && !(peerId == self)) {
-        me.runInBackground(actor->cancelRequest().send().ignoreResult().exclusiveJoin(
-            me.timer().afterDelay(CANCEL_TIMEOUT)));
+        env.runInBackground(actor->cancelRequest().send().ignoreResult().exclusiveJoin(
+            env.timer().afterDelay(CANCEL_TIMEOUT)));
       }
     }
     setOutcome(kj::mv(error));
@@ -995,7 +993,7 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> ta
           } else {
             // Capabilities in a result outlive this scope: the actor's cancellation revokes
             // them here, the caller's scope exit at the caller.
-            outcome = Actor::current().revoker().guard(kj::mv(outcome.get<Value>()));
+            outcome = ctx->env.revoker().guard(kj::mv(outcome.get<Value>()));
           }
         }
         if (outcome.is<Value>()) {
@@ -1010,7 +1008,7 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> ta
         ctx->outcome_ = kj::mv(outcome);
         ctx->endScope();
         // Delivered even when the actor is being cancelled: its cancel waits for this.
-        auto tooSlow = Actor::current().timer().afterDelay(FINISH_TIMEOUT).then(
+        auto tooSlow = ctx->env.timer().afterDelay(FINISH_TIMEOUT).then(
             [peer = ctx->peerId.clone()]() {
               TRACTOR_LOG(WARNING, "the outcome of a context was not taken by ",
                           peer.toString(), " within ", FINISH_TIMEOUT);
@@ -1032,13 +1030,6 @@ kj::Promise<void> runCalleeContext(kj::Own<Context> ctx, kj::Own<CancelScope> ta
         fulfillAll(ctx->endWaiters);
         return shield(delivered.exclusiveJoin(kj::mv(tooSlow)));
       });
-}
-
-kj::Promise<Value> _::runStreamFunction(Context& ctx,
-                                        kj::Function<kj::Promise<void>(MsgStream&)> body) {
-  return ctx.started()
-      .then([&ctx, body = kj::mv(body)]() mutable { return ctx.openStream(kj::mv(body)); })
-      .then([]() { return Value(); });
 }
 
 }  // namespace tractor

@@ -97,6 +97,8 @@
 #include <kj/refcount.h>
 #include <kj/time.h>
 #include <deque>
+#include "tractor/kj-runtime/actor/env.h"
+#include "tractor/kj-runtime/actor/peer.h"
 #include "tractor/kj-runtime/wire/errors.h"
 #include "tractor/kj-runtime/async/log.h"
 #include "tractor/kj-runtime/wire/payload.h"
@@ -143,7 +145,7 @@ struct StreamOptions {
 };
 
 class Context;
-class Subscription;
+class MsgStream;
 
 class PayloadLimit {
   // Narrows the stream items a context accepts to one struct type until it is destroyed
@@ -158,6 +160,43 @@ private:
   kj::Own<Context> ctx;
   PayloadLimit(kj::Own<Context> ctx): ctx(kj::mv(ctx)) {}
   friend class Context;
+};
+
+class Subscription {
+  // One reader of a broadcast stream (tractor's `MsgStream.subscribe()`, trio's
+  // `BroadcastReceiver`), created by `MsgStream::subscribe()`; keeps its context alive:
+  //
+  //     auto a = stream.subscribe();
+  //     auto b = stream.subscribe();
+  //     // two tasks: each `co_await a->receive()` / `co_await b->receive()` sees every item
+  //
+  // The stream's items go into a ring of the stream's buffer size shared by all subscriptions;
+  // a subscription reads at its own position. Whichever subscription needs an item the ring does
+  // not hold yet pulls the next one from the stream, so the fastest reader sets the pace. A
+  // reader that falls more than the ring's size behind gets `tractor::Lagged` (naming how many
+  // items it missed) and continues from the oldest item still held: it never misses items
+  // silently. (The ring is in broadcast.cpp.)
+public:
+  ~Subscription() noexcept(false);
+  KJ_DISALLOW_COPY(Subscription);
+
+  kj::Promise<kj::Maybe<Value>> receive();
+  template <typename T>
+  kj::Promise<kj::Maybe<T>> receive();
+  // The next item for this subscription; null at the end of the stream (as
+  // `MsgStream::receive()`). Raises Lagged when it fell behind (see the file comment).
+
+  kj::Promise<void> send(Value item);
+  // Sends on the underlying stream.
+
+  Subscription(kj::Badge<MsgStream>, kj::Own<Context> ctx, uint64_t position);
+  // Made by `MsgStream::subscribe()`.
+
+private:
+  kj::Own<Context> ctx;
+  uint64_t next;
+  // The sequence number of the next item this subscription reads.
+  bool endReported = false;
 };
 
 class MsgStream {
@@ -200,7 +239,7 @@ public:
   // Broadcast: each subscription receives every item that arrives from now on, so several local
   // tasks can consume one stream. Irreversible: afterwards `receive()` also reads through a
   // subscription of its own. A subscription more than the stream's buffer size behind the
-  // newest item gets Lagged (see broadcast.h).
+  // newest item gets Lagged (see Subscription).
 
   Context& context();
 
@@ -218,10 +257,11 @@ class Context final: public kj::Refcounted {
 public:
   enum class Side: uint8_t { CALLER, CALLEE };
 
-  Context(Side side, ActorId self, ActorId peer, StreamOptions receiving,
+  Context(Side side, ActorEnv& env, ActorId peer, StreamOptions receiving,
           StreamOptions peerReceiving = StreamOptions(),
           kj::Maybe<TaskScope&> enclosing = nullptr);
-  // Made by the runtime. `receiving` applies to items from the peer; `peerReceiving` is how the
+  // Made by the runtime, for the actor `env` (whose timer bounds the dialogue's waits and whose
+  // revoker guards the capabilities in its result). `receiving` applies to items from the peer; `peerReceiving` is how the
   // peer receives, as far as known. `enclosing`: the scope this side's user code runs in (the
   // callee's task), by default the one current now.
   ~Context() noexcept(false);
@@ -293,6 +333,7 @@ public:
 private:
   class PeerServer;
   class Broadcaster;
+  // The ring a broadcast stream's subscriptions share (context-internal.h).
   friend class MsgStream;
   friend class Subscription;
   friend class PayloadLimit;
@@ -306,6 +347,7 @@ private:
   friend schema::ContextPeer::Client serveContext(Context& ctx);
 
   Side side_;
+  ActorEnv& env;
   ActorId self;
   ActorId peerId;
   kj::Maybe<schema::ContextPeer::Client> peerCap;
@@ -490,6 +532,16 @@ kj::Promise<kj::Maybe<T>> MsgStream::receive() {
 template <typename T>
 kj::Promise<T> Context::waitForResult() {
   return waitForResult().then([](Value&& v) { return v.as<T>(); });
+}
+
+template <typename T>
+kj::Promise<kj::Maybe<T>> Subscription::receive() {
+  return receive().then([](kj::Maybe<Value>&& item) -> kj::Maybe<T> {
+    KJ_IF_MAYBE(v, item) {
+      return v->as<T>();
+    }
+    return nullptr;
+  });
 }
 
 }  // namespace tractor

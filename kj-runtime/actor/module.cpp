@@ -97,4 +97,11 @@ kj::Maybe<const ServiceInfo&> findService(uint64_t interfaceId) {
   return nullptr;
 }
 
+kj::Promise<Value> _::runStreamFunction(Context& ctx,
+                                        kj::Function<kj::Promise<void>(MsgStream&)> body) {
+  return ctx.started()
+      .then([&ctx, body = kj::mv(body)]() mutable { return ctx.openStream(kj::mv(body)); })
+      .then([]() { return Value(); });
+}
+
 }  // namespace tractor

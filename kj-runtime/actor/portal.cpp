@@ -2,58 +2,24 @@
 
 #include "tractor/kj-runtime/actor/portal.h"
 
-#include "tractor/kj-runtime/actor/actor.h"
-#include "tractor/kj-runtime/actor/connection.h"
 #include "tractor/kj-runtime/net/limits.h"
 #include "tractor/kj-runtime/async/log.h"
 
 namespace tractor {
 
-Portal::Portal(schema::Actor::Client capability, ActorId id)
-    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id), kj::Own<PeerConnection>())) {}
+Portal::Portal(ActorEnv& env, schema::Actor::Client capability, ActorId id)
+    : state(kj::refcounted<State>(env, kj::mv(capability), kj::mv(id), kj::Own<kj::Refcounted>())) {}
 
-Portal::Portal(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection)
-    : state(kj::refcounted<State>(kj::mv(capability), kj::mv(id), kj::mv(connection))) {}
+Portal::Portal(ActorEnv& env, schema::Actor::Client capability, ActorId id,
+               kj::Own<kj::Refcounted> connection)
+    : state(kj::refcounted<State>(env, kj::mv(capability), kj::mv(id), kj::mv(connection))) {}
 
-Portal::State::State(schema::Actor::Client capability, ActorId id,
-                     kj::Own<PeerConnection> connection)
-    : capability(kj::mv(capability)), id(kj::mv(id)), connection(kj::mv(connection)) {}
+Portal::State::State(ActorEnv& env, schema::Actor::Client capability, ActorId id,
+                     kj::Own<kj::Refcounted> connection)
+    : capability(kj::mv(capability)), id(kj::mv(id)), env(env), connection(kj::mv(connection)) {}
 
 Portal::State::~State() noexcept(false) {}
 
-kj::Exception transportError(const kj::Exception& e, const ActorId& peer) {
-  KJ_IF_MAYBE(limit, explainLimitError(e, peer.toString())) {
-    return kj::mv(*limit);
-  }
-  if (e.getType() != kj::Exception::Type::DISCONNECTED) return kj::cp(e);
-  return typedError(TRANSPORT_CLOSED,
-                    kj::str("connection to actor ", peer.toString(), " lost: ",
-                            e.getDescription()),
-                    kj::Exception::Type::DISCONNECTED);
-}
-
-namespace {
-
-Task<void> probeUntilUnresponsive(schema::Actor::Client actor, kj::Timer& timer) {
-  for (;;) {
-    co_await timer.afterDelay(LIVENESS_INTERVAL);
-    auto reply = actor.getIdRequest().send().then(
-        [](capnp::Response<schema::Actor::GetIdResults>&&) { return true; },
-        [](kj::Exception&&) { return false; });
-    kj::Maybe<bool> answered = co_await moveOnAfter(timer, LIVENESS_TIMEOUT, kj::mv(reply));
-    KJ_IF_MAYBE(a, answered) {
-      if (!*a) co_await kj::Promise<void>(kj::NEVER_DONE);
-    } else {
-      co_return;
-    }
-  }
-}
-
-}  // namespace
-
-kj::Promise<void> whenUnresponsive(schema::Actor::Client actor, kj::Timer& timer) {
-  return probeUntilUnresponsive(kj::mv(actor), timer);
-}
 
 namespace {
 
@@ -122,9 +88,9 @@ kj::Promise<Value> Portal::resultValue() {
 kj::Promise<void> Portal::openContextWith(
     OpenContextRequest&& request, StreamOptions receiving,
     kj::Function<kj::Promise<void>(Context&, Value)> block, PayloadSpec spec) {
-  auto& actor = Actor::current();
+  auto& actor = state->env;
   setWindow(request.getOptions().initWindow(), receiving);
-  auto ctx = kj::refcounted<Context>(Context::Side::CALLER, actor.id().clone(), state->id.clone(),
+  auto ctx = kj::refcounted<Context>(Context::Side::CALLER, actor, state->id.clone(),
                                      kj::mv(receiving));
   ctx->setSpec(kj::mv(spec));
   ctx->calleeActor = state->capability;
@@ -143,7 +109,7 @@ kj::Promise<void> Portal::openStreamWith(OpenContextRequest&& request,
 }
 
 kj::Promise<bool> Portal::cancelActor(kj::Duration timeout, bool raiseOnTimeout) {
-  auto& actor = Actor::current();
+  auto& actor = state->env;
   auto peer = state->id.clone();
   TRACTOR_LOG(RUNTIME, "requesting cancel of actor ", peer.toString());
   auto acked = state->capability.cancelRequest().send().then(

@@ -6,16 +6,14 @@
 #include <kj/refcount.h>
 #include <kj/time.h>
 #include "tractor/kj-runtime/wire/errors.h"
+#include "tractor/kj-runtime/actor/env.h"
 #include "tractor/kj-runtime/actor/module.h"
+#include "tractor/kj-runtime/actor/peer.h"
 #include "tractor/kj-runtime/wire/payload.h"
 #include "tractor/schema/actor.capnp.h"
 
 namespace tractor {
 
-class PeerConnection;
-
-constexpr kj::Duration CANCEL_TIMEOUT = 500 * kj::MILLISECONDS;
-// How long `Portal::cancelActor()` waits for the remote runtime to acknowledge, by default.
 
 namespace _ {  // private
 
@@ -108,9 +106,12 @@ class Portal {
   // Errors raised by a remote function arrive as remote errors (`RemoteActorError::from(e)` unpacks
   // them) with the original type name, message, source actor and remote stack.
 public:
-  Portal(schema::Actor::Client capability, ActorId id);
-  Portal(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection);
-  // A portal over a peer connection (registrar.h), which it keeps open.
+  Portal(ActorEnv& env, schema::Actor::Client capability, ActorId id);
+  // Made by the runtime: a portal of the actor `env` to the actor `id`, reached through
+  // `capability`.
+  Portal(ActorEnv& env, schema::Actor::Client capability, ActorId id,
+         kj::Own<kj::Refcounted> connection);
+  // A portal over a peer connection (connection.h), which it keeps open.
 
   const ActorId& actorId() const { return state->id; }
   schema::Actor::Client capability() { return state->capability; }
@@ -191,9 +192,13 @@ private:
     kj::Maybe<kj::ForkedPromise<void>> result;
     kj::Maybe<Value> resultValue;
     kj::Maybe<kj::Exception> resultError;
-    kj::Own<PeerConnection> connection;
-    // Null for the parent-child socketpair, which the nursery owns.
-    State(schema::Actor::Client capability, ActorId id, kj::Own<PeerConnection> connection);
+    ActorEnv& env;
+    // The actor this portal belongs to (its identity as a caller, its timer).
+    kj::Own<kj::Refcounted> connection;
+    // The peer connection this portal keeps open; null for the parent-child socketpair, which
+    // the nursery owns.
+    State(ActorEnv& env, schema::Actor::Client capability, ActorId id,
+          kj::Own<kj::Refcounted> connection);
     ~State() noexcept(false);
   };
   kj::Own<State> state;
@@ -227,17 +232,6 @@ public:
   Portal& operator=(Portal&&) = default;
 };
 
-constexpr kj::Duration LIVENESS_INTERVAL = 1 * kj::SECONDS;
-constexpr kj::Duration LIVENESS_TIMEOUT = 5 * kj::SECONDS;
-kj::Promise<void> whenUnresponsive(schema::Actor::Client actor, kj::Timer& timer);
-// Probes `actor` (a cheap call its event loop answers) every LIVENESS_INTERVAL, and resolves once
-// a probe is not answered within LIVENESS_TIMEOUT: its loop is blocked or it is hung. Never
-// resolves once the connection is gone (that is reported where it is noticed). How a caller
-// bounds a wait on a peer that may run for long: as long as the peer is alive.
-
-kj::Exception transportError(const kj::Exception& e, const ActorId& peer);
-// The error a caller sees when the connection to `peer` failed under a call: DISCONNECTED
-// exceptions become `tractor::TransportClosed`; anything else passes unchanged.
 
 // =======================================================================================
 // inline implementation

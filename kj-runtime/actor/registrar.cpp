@@ -112,7 +112,7 @@ kj::Promise<kj::Maybe<Portal>> reach(Actor& actor, Registration&& entry) {
   KJ_IF_MAYBE(peer, actor.findPeer(entry.id.uuid)) {
     return kj::Maybe<Portal>(peer->portal());
   }
-  return connectPeer(entry.address)
+  return connectPeer(actor, entry.address)
       .then([&actor, uuid = kj::str(entry.id.uuid)](
                 kj::Own<PeerConnection>&& connection) -> kj::Maybe<Portal> {
         if (connection->peer().uuid != uuid) {
@@ -195,7 +195,7 @@ kj::Promise<Portal> waitForActor(kj::StringPtr name) {
 
 kj::Promise<Portal> connectTo(const Address& address) {
   auto& actor = Actor::current();
-  return connectPeer(address).then([&actor](kj::Own<PeerConnection>&& connection) {
+  return connectPeer(actor, address).then([&actor](kj::Own<PeerConnection>&& connection) {
     auto portal = connection->portal();
     actor.adoptPeer(kj::mv(connection));
     return portal;
