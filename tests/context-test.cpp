@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

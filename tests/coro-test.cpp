@@ -11,26 +11,12 @@
 #include <stdint.h>
 #include <exception>
 #include <stdexcept>
+#include "tests/support/manual-time.h"
 
 namespace tractor {
 namespace {
 
-struct ManualTime {
-  // An event loop with no I/O and a timer that moves only when told to: tests using it are
-  // deterministic and never sleep.
-  kj::EventLoop loop;
-  kj::WaitScope waitScope{loop};
-  kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
-
-  void advance(kj::Duration delay) {
-    // Moves the clock forward and runs everything that became ready.
-    timer.advanceTo(timer.now() + delay);
-    waitScope.poll();
-  }
-
-  bool timerIdle() { return timer.nextEvent() == nullptr; }
-  // True if no timer promise is pending (every one fired or was destroyed).
-};
+using test::ManualTime;
 
 class Counted {
   // Adds one to a counter when destroyed, unless it was moved from: counts how many times an

@@ -41,9 +41,9 @@
 #include "tractor/kj-runtime/net/address.h"
 #include "tractor/supervise/main.h"
 #include "tractor/kj-runtime/actor/registrar.h"
-#include "tests/death-test.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/death-test.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

@@ -4,7 +4,7 @@
 #include <capnp/message.h>
 #include <stdexcept>
 #include "tractor/kj-runtime/wire/errors.h"
-#include "tests/leak-audit.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

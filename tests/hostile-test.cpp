@@ -11,9 +11,9 @@
 #include "tractor/kj-runtime/net/limits.h"
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
-#include "tests/calculator-server.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/calculator-server.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "tests/leak-audit.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "tractor/tractor.h"
-#include "tests/death-test.h"
-#include "tests/leak-audit.h"
+#include "tests/support/death-test.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

@@ -40,9 +40,9 @@
 #include <vector>
 #include "tractor/kj-runtime/actor/connection.h"
 #include "tractor/supervise/main.h"
-#include "tests/death-test.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/death-test.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

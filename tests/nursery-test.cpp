@@ -5,8 +5,8 @@
 #include <unistd.h>
 #include <stdexcept>
 #include "tractor/supervise/main.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <vector>
 #include "tractor/supervise/main.h"
-#include "tests/leak-audit.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

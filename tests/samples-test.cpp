@@ -17,8 +17,8 @@
 #include <regex>
 #include <string>
 #include <vector>
-#include "tests/death-test.h"
-#include "tests/leak-audit.h"
+#include "tests/support/death-test.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

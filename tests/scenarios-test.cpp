@@ -23,8 +23,8 @@
 #include <stdexcept>
 #include <thread>
 #include "tractor/supervise/main.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

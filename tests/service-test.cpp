@@ -5,9 +5,9 @@
 #include <doctest/doctest.h>
 #include <stdexcept>
 #include "tractor/supervise/main.h"
-#include "tests/calculator-server.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/calculator-server.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 
 namespace {
 

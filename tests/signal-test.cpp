@@ -13,8 +13,8 @@
 #include <unistd.h>
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/forkserver.h"
-#include "tests/death-test.h"
-#include "tests/leak-audit.h"
+#include "tests/support/death-test.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

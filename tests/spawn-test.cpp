@@ -11,7 +11,7 @@
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/forkserver.h"
 #include "tractor/spawn/process.h"
-#include "tests/leak-audit.h"
+#include "tests/support/leak-audit.h"
 
 namespace {
 

@@ -10,33 +10,14 @@
 #include <string.h>
 #include <stdexcept>
 #include <string>
+#include "tests/support/manual-time.h"
 
 namespace tractor {
 namespace {
 
 constexpr kj::Duration MS = kj::MILLISECONDS;
 
-struct ManualTime {
-  // An event loop with no I/O and a timer that moves only when told to.
-  kj::EventLoop loop;
-  kj::WaitScope waitScope{loop};
-  kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
-
-  void advance(kj::Duration delay) {
-    // Moves the clock forward and runs everything that became ready.
-    timer.advanceTo(timer.now() + delay);
-    waitScope.poll();
-  }
-
-  bool timerIdle() { return timer.nextEvent() == nullptr; }
-  // True if no timer promise is pending (every one fired or was destroyed).
-
-  kj::Maybe<kj::Exception> outcome(kj::Promise<void>& promise) {
-    // Requires `promise` to be settled; returns its error, if any.
-    REQUIRE(promise.poll(waitScope));
-    return kj::runCatchingExceptions([&]() { promise.wait(waitScope); });
-  }
-};
+using test::ManualTime;
 
 class Counted {
   // Adds one to a counter when destroyed, unless it was moved from.

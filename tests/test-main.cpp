@@ -7,7 +7,7 @@
 #include <sys/prctl.h>
 #include "tractor/devx/proctitle.h"
 #include "tractor/supervise/main.h"
-#include "tests/death-test.h"
+#include "tests/support/death-test.h"
 
 int main(int argc, char** argv) {
   tractor::initProcessTitle(argc, argv);

@@ -6,9 +6,9 @@
 
 #include <doctest/doctest.h>
 #include "tractor/supervise/main.h"
-#include "tests/fake-env.h"
-#include "tests/leak-audit.h"
-#include "tests/test-util.h"
+#include "tests/support/fake-env.h"
+#include "tests/support/leak-audit.h"
+#include "tests/support/test-util.h"
 #include "tests/typed.capnp.h"
 
 namespace {

@@ -632,23 +632,6 @@ void _::orphanedShieldFailed(kj::Exception&& exception) {
   KJ_LOG(ERROR, "shielded work failed after its awaiter was cancelled", exception);
 }
 
-kj::Promise<void> shield(kj::Promise<void> cleanup) {
-  auto& keeper = ShieldKeeper::current();
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  auto& fulfiller = *paf.fulfiller;
-  auto watch = keeper.watch();
-  auto& w = *watch;
-  // As in the template in the header: the fulfiller lives as long as the callbacks using it.
-  keeper.keep(cleanup.then(
-      [&fulfiller]() { fulfiller.fulfill(); },
-      [&fulfiller, &w](kj::Exception&& exception) {
-        if (fulfiller.isWaiting()) {
-          fulfiller.reject(kj::mv(exception));
-        } else {
-          w.orphaned(kj::mv(exception));
-        }
-      }).attach(kj::mv(paf.fulfiller), kj::heap<_::ShieldHold>(), kj::mv(watch)));
-  return kj::mv(paf.promise);
-}
+kj::Promise<void> shield(kj::Promise<void> cleanup) { return shield<void>(kj::mv(cleanup)); }
 
 }  // namespace tractor

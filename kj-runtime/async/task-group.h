@@ -582,9 +582,10 @@ kj::Promise<T> shield(kj::Promise<T> cleanup) {
   auto& w = *watch;
   // The fulfiller is attached to the work, so it lives as long as the callbacks that use it. Once
   // the returned promise is dropped, fulfilling it does nothing and `isWaiting()` is false. The
-  // hold is released when the work is done (the watch, which says so, after it).
+  // hold is released when the work is done (the watch, which says so, after it). The value
+  // callback takes nothing for T = void, the value otherwise.
   keeper.keep(cleanup.then(
-      [&fulfiller](T&& value) { fulfiller.fulfill(kj::mv(value)); },
+      [&fulfiller](auto&&... value) { fulfiller.fulfill(kj::fwd<decltype(value)>(value)...); },
       [&fulfiller, &w](kj::Exception&& exception) {
         if (fulfiller.isWaiting()) {
           fulfiller.reject(kj::mv(exception));

@@ -1,6 +1,6 @@
 // Death tests. See death-test.h.
 
-#include "tests/death-test.h"
+#include "tests/support/death-test.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
