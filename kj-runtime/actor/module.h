@@ -66,6 +66,9 @@ struct FunctionInfo {
   // CONTEXT and STREAM: the same, with the dialogue's callee-side context.
   uint arity;
   // Arguments the caller passes (the Context or MsgStream parameter not counted).
+  bool synchronous = false;
+  // FUNCTION returning a plain value (not a kj::Promise or Task): it runs to its end inside
+  // `invoke`, so nothing can cancel it midway and no coroutine of its own can inherit a scope.
 };
 
 struct ServiceInfo {
@@ -253,7 +256,8 @@ public:
   template <typename R, typename... Params>
   Registration(const char* module, const char* name, R (*fn)(Params...)) {
     registerFunction({module, name, reinterpret_cast<ErasedFunction>(fn), FunctionKind::FUNCTION,
-                      &invoke<R, Params...>, nullptr, static_cast<uint>(sizeof...(Params))});
+                      &invoke<R, Params...>, nullptr, static_cast<uint>(sizeof...(Params)),
+                      std::is_same_v<typename Unpromised_<R>::Type, R>});
   }
   template <typename R, typename... Params>
   Registration(const char* module, const char* name, R (*fn)(Context&, Params...)) {
