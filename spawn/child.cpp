@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include "tractor/kj-runtime/actor/actor.h"
 #include "tractor/kj-runtime/net/buffered-stream.h"
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/spawn/exec-spawn.h"
 
 namespace tractor {

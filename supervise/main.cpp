@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "tractor/devx/proctitle.h"
-#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/kj-runtime/actor/connection-internal.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tractor/spawn/forkserver.h"
 #include "tractor/spawn/reaper.h"

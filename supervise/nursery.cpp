@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "tractor/kj-runtime/net/buffered-stream.h"
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tractor/spawn/forkserver.h"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The include-cycle check (tools/check-includes.sh) on trees made to fail it: a cycle between two
-# modules of one folder, a cycle between two folders through different modules, and a clean tree
-# that must pass; then on the real tree, which must pass.
+# modules of one folder, a cycle between two folders through different modules, a clean tree
+# that must pass, an installed header including a runtime-only one; then the real tree, which
+# must pass.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 check=$here/tools/check-includes.sh
@@ -50,5 +51,8 @@ internal=$(tree internal "kj-runtime/async/c.cpp: kj-runtime/async/c-internal.h"
                          "kj-runtime/async/c.h: kj-runtime/async/d.h" "kj-runtime/async/d.h:")
 expect 0 "no include cycle between modules" --all "$internal"
 
-expect 0 "no include cycle between modules" --all "$here"
+leaky=$(tree leaky "kj-runtime/wire/p.h: kj-runtime/wire/q-internal.h" "kj-runtime/wire/q-internal.h:")
+expect 1 "kj-runtime/wire/p.h:1:#include \"tractor/kj-runtime/wire/q-internal.h\"" --all "$leaky"
+
+expect 0 "no installed header includes an -internal.h" --all "$here"
 echo "check-includes: finds cycles between modules and folders, passes this tree"

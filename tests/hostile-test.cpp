@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 #include <string.h>
 #include <unistd.h>
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/supervise/main.h"
 #include "tractor/spawn/exec-spawn.h"
 #include "tests/support/calculator-server.h"

@@ -38,7 +38,7 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/kj-runtime/actor/connection-internal.h"
 #include "tractor/supervise/main.h"
 #include "tests/support/death-test.h"
 #include "tests/support/leak-audit.h"

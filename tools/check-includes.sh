@@ -3,8 +3,8 @@
 #
 # Fails if the runtime's includes form a cycle: between folders (kj-runtime/async, wire, net and
 # actor, spawn, supervise, devx: the layers, of which a lower one never includes a higher one)
-# and between modules (a module is name.h with its name.cpp and name-internal.h). Both by
-# default. A cycle is printed with the #include lines that make it. ROOT is the source tree (by
+# and between modules (a module is name.h with its name.cpp and name-internal.h), and that no
+# installed header includes an -internal.h one. All three by default. A cycle is printed with the #include lines that make it. ROOT is the source tree (by
 # default the one this script is in). Needs only bash, grep, sed, awk and coreutils' tsort;
 # build.sh runs it before building, and tests/check-includes-test.sh checks that it finds cycles.
 set -euo pipefail
@@ -49,6 +49,22 @@ check() {  # level (folders | modules), edges file
   return 1
 }
 
+check_internal() {
+  # An installed header (not -internal.h) must not include a runtime-only one: it would not be
+  # there once installed.
+  local bad
+  bad=$(grep -nE '^#include "tractor/[^"]*-internal\.h"' \
+          $(find kj-runtime spawn supervise devx -name '*.h' ! -name '*-internal.h' 2>/dev/null) \
+          tractor.h 2>/dev/null || true)
+  if [ -z "$bad" ]; then
+    echo "no installed header includes an -internal.h"
+    return 0
+  fi
+  echo "installed headers that include a runtime-only one:"
+  sed 's/^/    /' <<<"$bad"
+  return 1
+}
+
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 edges >"$tmp"
@@ -56,7 +72,11 @@ status=0
 case $what in
   --folders) check folders "$tmp" || status=1 ;;
   --modules) check modules "$tmp" || status=1 ;;
-  --all) check folders "$tmp" || status=1; check modules "$tmp" || status=1 ;;
+  --all)
+    check folders "$tmp" || status=1
+    check modules "$tmp" || status=1
+    check_internal || status=1
+    ;;
   *) sed -n 2,10p "$0"; exit 2 ;;
 esac
 exit $status

@@ -5,7 +5,7 @@
 #include <kj/debug.h>
 #include <unistd.h>
 #include "tractor/devx/proctitle.h"
-#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/kj-runtime/actor/connection-internal.h"
 
 namespace tractor {
 

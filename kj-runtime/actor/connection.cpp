@@ -1,6 +1,6 @@
 // Connections between actors through a listening address. See connection.h.
 
-#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/kj-runtime/actor/connection-internal.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize-async.h>

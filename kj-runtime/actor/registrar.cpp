@@ -4,7 +4,7 @@
 
 #include <kj/debug.h>
 #include "tractor/kj-runtime/actor/actor.h"
-#include "tractor/kj-runtime/actor/connection.h"
+#include "tractor/kj-runtime/actor/connection-internal.h"
 
 namespace tractor {
 

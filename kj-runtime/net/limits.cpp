@@ -1,6 +1,6 @@
 // Message limits and the limited RPC connection. See limits.h.
 
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize-async.h>

@@ -1,5 +1,6 @@
 // Limits on what a peer may send: the message size and nesting every Cap'n Proto connection of
-// the runtime accepts, and the two-party RPC connection that applies them.
+// the runtime accepts (the two-party RPC connection that applies them is runtime-only, in
+// limits-internal.h).
 //
 // Every connection between actors (parent and child over their socketpair, peers through a
 // listening address) reads incoming messages with the process's current `MessageLimits`:
@@ -22,7 +23,6 @@
 #pragma once
 
 #include <capnp/message.h>
-#include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/string.h>
 #include "tractor/kj-runtime/wire/errors.h"
@@ -100,42 +100,5 @@ kj::Maybe<kj::Exception> explainLimitError(const kj::Exception& e, kj::StringPtr
 // nested to read), the same as a MessageTooLarge or MessageTooDeep typed error that says which
 // limit and how to change it, with capnp's text after it; else null. `peer` names the other
 // actor in the message.
-
-class RpcConnection {
-  // A two-party Cap'n Proto RPC connection over `stream` (not owned; it must outlive this object)
-  // that reads with `messageLimits()` and remembers why it broke. What capnp's TwoPartyClient
-  // does, plus the limits (0.9.2's TwoPartyClient takes no ReaderOptions) and the reason.
-  //
-  // Destroying it ends the connection (without telling the peer anything but end of stream).
-public:
-  RpcConnection(kj::AsyncIoStream& stream, capnp::rpc::twoparty::Side side,
-                kj::Maybe<capnp::Capability::Client> bootstrap = nullptr);
-  // `bootstrap`: what this side offers the peer; none by default.
-  ~RpcConnection() noexcept(false);
-  KJ_DISALLOW_COPY(RpcConnection);
-
-  capnp::Capability::Client bootstrap();
-  // The peer's bootstrap capability.
-
-  kj::Promise<void> onDisconnect();
-  // Resolves (never rejects) once the connection has ended, for whatever reason; `failure()`
-  // then says whether it broke.
-
-  kj::Promise<void> whenBroken();
-  // Resolves as soon as `failure()` is set (before the calls pending on the connection learn
-  // of it); never for an orderly end.
-
-  kj::Maybe<const kj::Exception&> failure() const;
-  // Why the connection broke, once it has: an incoming frame this side could not read (not
-  // Cap'n Proto framing, beyond the limits), a protocol violation this side aborted for, or the
-  // reason the peer gave when it aborted. Null while it is up and after an orderly end (the
-  // peer closed the stream, or this side was destroyed).
-
-private:
-  class WatchedStream;
-  kj::Own<WatchedStream> messages;
-  capnp::TwoPartyVatNetwork network;
-  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpcSystem;
-};
 
 }  // namespace tractor

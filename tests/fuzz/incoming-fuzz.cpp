@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include "tractor/kj-runtime/actor/actor.h"
 #include "tractor/kj-runtime/actor/context.h"
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/kj-runtime/async/log.h"
 
 namespace {
@@ -48,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto& waitScope = rt.io.waitScope;
   auto pipe = rt.io.provider->newTwoWayPipe();
   auto ctx = kj::refcounted<tractor::Context>(
-      tractor::Context::Side::CALLER, tractor::ActorId{kj::str("fuzz"), kj::str("fuzz-uuid"), 1},
+      tractor::Context::Side::CALLER, rt.actor,
       tractor::ActorId{kj::str("peer"), kj::str("peer-uuid"), 2}, tractor::StreamOptions());
   {
     tractor::RpcConnection server(*pipe.ends[0], capnp::rpc::twoparty::Side::SERVER,

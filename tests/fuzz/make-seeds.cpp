@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 #include "tractor/kj-runtime/wire/errors.h"
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/kj-runtime/wire/payload.h"
 #include "tractor/schema/actor.capnp.h"
 

@@ -14,7 +14,7 @@
 #include <kj/async-io.h>
 #include <kj/refcount.h>
 #include "tractor/kj-runtime/net/address.h"
-#include "tractor/kj-runtime/net/limits.h"
+#include "tractor/kj-runtime/net/limits-internal.h"
 #include "tractor/kj-runtime/async/log.h"
 #include "tractor/kj-runtime/actor/portal.h"
 
