@@ -3,7 +3,6 @@
 #pragma once
 
 #include "tractor/kj-runtime/actor/context.h"
-#include <deque>
 
 namespace tractor {
 

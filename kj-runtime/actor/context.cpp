@@ -158,12 +158,11 @@ kj::Maybe<Context&> currentContext() {
 
 Context::Context(Side side, ActorEnv& env, ActorId peer, StreamOptions receiving,
                  StreamOptions peerReceiving, kj::Maybe<TaskScope&> enclosing)
-    : side_(side), env(env), self(env.id().clone()), peerId(kj::mv(peer)), stream(*this),
+    : side_(side), env(env), self(env.id()), peerId(kj::mv(peer)), stream(*this),
       receiving(kj::mv(receiving)), peerReceiving(kj::mv(peerReceiving)),
       taskScope(contextScope(*this, enclosing)), tasks(logErrors) {}
 
 Context::~Context() noexcept(false) { static_cast<ContextScope&>(*taskScope).ctx = nullptr; }
-
 
 kj::Maybe<const ActorId&> Context::canceller() const {
   KJ_IF_MAYBE(c, canceller_) {

@@ -348,7 +348,8 @@ private:
 
   Side side_;
   ActorEnv& env;
-  ActorId self;
+  const ActorId& self;
+  // This actor (env's identity, which outlives the context).
   ActorId peerId;
   kj::Maybe<schema::ContextPeer::Client> peerCap;
   // Where this side's messages go: the caller's ContextPeer (callee side), or the callee's,

@@ -623,7 +623,7 @@ auto CancelScope::run(Func&& start, kj::Function<kj::Exception()> abandonedReaso
                 },
                 [this](kj::Exception&& e) {
                   ended(e);
-                  if (result != nullptr) result->reject(kj::mv(e));
+                  rejectResult(kj::mv(e));
                 })
                .eagerlyEvaluate(nullptr);
   } else {
@@ -635,7 +635,7 @@ auto CancelScope::run(Func&& start, kj::Function<kj::Exception()> abandonedReaso
                 },
                 [this](kj::Exception&& e) {
                   ended(e);
-                  if (result != nullptr) result->reject(kj::mv(e));
+                  rejectResult(kj::mv(e));
                 })
                .eagerlyEvaluate(nullptr);
   }
